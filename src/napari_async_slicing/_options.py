@@ -1,0 +1,56 @@
+"""User options: keywords to ``enable()``, or environment variables ``NAPARI_ASYNC_SLICING_<NAME>``."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass
+from typing import Any
+
+MiB = 1024 * 1024
+GiB = 1024 * MiB
+
+
+@dataclass(frozen=True)
+class SlicingOptions:
+    #: Byte budget of the decoded chunk cache (0 disables; at most 1 GiB).
+    cache_bytes: int = 256 * MiB
+    #: Worker threads for interactive work (visible 2D planes). Reads are I/O-bound, so > cores.
+    workers: int = 6
+    #: Threads for heavy work (3D volumes, prefetch), so they never starve interactive requests.
+    heavy_slots: int = 2
+    #: Neighbour planes to prefetch in the scrub direction (0 disables).
+    prefetch_radius: int = 2
+    #: JSON-lines latency log file (``None`` disables).
+    log: str | None = None
+    #: Seconds a screenshot waits for pending slices.
+    screenshot_timeout: float = 30.0
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.cache_bytes <= GiB:
+            raise ValueError(f'cache_bytes must be within 0..{GiB}, got {self.cache_bytes}')
+        if self.workers < 1 or self.heavy_slots < 1:
+            raise ValueError('workers and heavy_slots must be at least 1')
+        if self.prefetch_radius < 0:
+            raise ValueError('prefetch_radius must be >= 0')
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None, **overrides: Any) -> SlicingOptions:
+        """Defaults, then environment variables, then explicit keywords."""
+        environ = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            raw = environ.get(f'NAPARI_ASYNC_SLICING_{f.name.upper()}')
+            if raw is None or raw == '':
+                continue
+            if f.name == 'log':
+                values[f.name] = raw
+            elif f.name == 'screenshot_timeout':
+                values[f.name] = float(raw)
+            else:
+                values[f.name] = int(raw)
+        unknown = set(overrides) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise TypeError(f'unknown option(s): {", ".join(sorted(unknown))}')
+        values.update(overrides)
+        return cls(**values)

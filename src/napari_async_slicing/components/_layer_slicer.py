@@ -1,0 +1,478 @@
+"""The slicer: per-layer, latest-wins, cancellable asynchronous slicing for napari.
+
+It is API-compatible with napari 0.9's ``napari.components._layer_slicer._LayerSlicer``
+(``events.ready``, ``submit``, ``wait_until_idle``, ``force_sync``, ``_force_sync``, ``shutdown``)
+and differs in how it schedules and applies work:
+
+- Each layer is scheduled on its own: at most one running and one pending request. A newer
+  request replaces the pending one and cancels the running one (its chunk reads stop: see
+  :mod:`napari_async_slicing._reading`), so a slow layer never holds back a fast one and the
+  plane the user stopped on starts loading at once.
+- Responses are applied on the main thread, one layer at a time as each is ready, and only if
+  they are still the newest for their layer: an older plane never replaces a newer one.
+- ``layer.loaded`` / ``layer.events.loaded`` follow each layer's newest request; failures leave
+  "loading" and become rate-limited napari notifications.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import traceback
+import weakref
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from napari.utils.events.event import EmitterGroup, Event
+
+from napari_async_slicing import _napari_compat as compat
+from napari_async_slicing._options import SlicingOptions
+from napari_async_slicing._reading import CancelToken, SliceCancelled, bound_token
+from napari_async_slicing.layers import _slice
+
+logger = logging.getLogger(__name__)
+
+
+class SliceError(RuntimeError):
+    """A layer's slice could not be loaded (the original error is the ``__cause__``)."""
+
+
+@dataclass(eq=False)
+class _Task:
+    """One request for one layer, from submit to apply."""
+
+    layer_ref: weakref.ReferenceType
+    request: Any
+    request_id: int
+    epoch: int
+    heavy: bool
+    step: tuple
+    future: Future = field(default_factory=Future)
+    token: CancelToken = field(default_factory=CancelToken)
+    submitted: float = field(default_factory=time.perf_counter)
+    started: float | None = None
+    data_ready: float | None = None
+    response: Any = None
+    error: BaseException | None = None
+
+
+@dataclass(eq=False)
+class _LayerState:
+    running: _Task | None = None
+    pending: _Task | None = None
+    latest_id: int = -1
+    shown_id: int = -1
+    #: Bumped by synchronous slicing so responses from before it are never applied.
+    epoch: int = 0
+    loaded_callback: Callable[[], None] | None = None
+
+
+class _FailureNotifier:
+    """At most one notification per layer per ``interval`` seconds, counting the rest."""
+
+    def __init__(self, interval: float = 1.0) -> None:
+        self.interval = interval
+        self._last: dict[int, float] = {}
+        self._suppressed: dict[int, int] = {}
+
+    def report(self, key: int, error: SliceError) -> bool:
+        now = time.monotonic()
+        if now - self._last.get(key, -float('inf')) < self.interval:
+            self._suppressed[key] = self._suppressed.get(key, 0) + 1
+            return False
+        suppressed = self._suppressed.pop(key, 0)
+        self._last[key] = now
+        if suppressed:
+            error.args = (f'{error.args[0]} ({suppressed} similar failures not shown)',)
+        from napari.utils.notifications import notification_manager
+
+        notification_manager.receive_error(SliceError, error, error.__traceback__)
+        return True
+
+
+class AsyncLayerSlicer:
+    """Slices layers off the main thread; see the module docstring.
+
+    Events
+    ------
+    ready
+        Emitted from a worker thread once per layer as its response is ready, with
+        ``value={weakref(layer): response}`` (napari's ``_LayerSlicer`` emits one dict for all
+        layers of a submit). Responses are applied by the slicer itself; listeners need not.
+    """
+
+    def __init__(self, options: SlicingOptions | None = None) -> None:
+        self.options = options or SlicingOptions.from_env()
+        self.events = EmitterGroup(source=self, ready=Event)
+        self._force_sync = False
+        self._interactive = ThreadPoolExecutor(
+            self.options.workers, thread_name_prefix='napari-async-slicing'
+        )
+        self._heavy = ThreadPoolExecutor(
+            self.options.heavy_slots, thread_name_prefix='napari-async-slicing-heavy'
+        )
+        self._lock = threading.RLock()
+        self._states: weakref.WeakKeyDictionary[Any, _LayerState] = weakref.WeakKeyDictionary()
+        #: Futures returned by ``submit`` by the layers they cover (as napari's slicer keeps).
+        self._layers_to_task: dict[tuple[weakref.ReferenceType, ...], Future] = {}
+        #: Tasks submitted and not yet handed to the main thread (``wait_until_idle`` waits on them).
+        self._in_flight: set[_Task] = set()
+        self._done: deque[_Task] = deque()
+        self._drain_scheduled = False
+        self._call_on_main: Callable[[Callable[[], None]], None] | None = None
+        self._main_thread = threading.main_thread()
+        self._no_wait_depth = 0
+        self._notifier = _FailureNotifier()
+        self._shut_down = False
+        self.screenshot_timeout = self.options.screenshot_timeout
+
+    # --- napari's _LayerSlicer API ---------------------------------------------------------
+
+    @property
+    def is_shut_down(self) -> bool:
+        return self._shut_down
+
+    @contextmanager
+    def force_sync(self) -> Iterator[None]:
+        """Temporarily slice synchronously on the calling (main) thread."""
+        previous = self._force_sync
+        self._force_sync = True
+        try:
+            yield
+        finally:
+            self._force_sync = previous
+
+    @contextmanager
+    def sync_slicing(self) -> Iterator[None]:
+        """Finish and apply everything pending, then slice synchronously inside the block."""
+        self.wait_until_idle()
+        with self.force_sync():
+            yield
+
+    @contextmanager
+    def no_wait(self) -> Iterator[None]:
+        """Make ``wait_until_idle`` return at once (screenshots taken without waiting)."""
+        self._no_wait_depth += 1
+        try:
+            yield
+        finally:
+            self._no_wait_depth -= 1
+
+    def submit(
+        self, *, layers: Iterable[Any], dims: Any, force: bool = False
+    ) -> Future[dict] | None:
+        """Slice ``layers`` at ``dims``; return a future of ``{weakref(layer): response}``.
+
+        Layers that napari cannot slice asynchronously, invisible layers, and every layer while
+        ``_force_sync`` is set are sliced synchronously here, as napari does.
+        """
+        if self._shut_down:
+            raise RuntimeError('cannot submit slices after the slicer was shut down')
+        tasks: list[_Task] = []
+        sync_layers = []
+        for layer in layers:
+            if compat.is_async_sliceable(layer) and layer.visible and not self._force_sync:
+                tasks.append(self._make_task(layer, dims, force))
+            else:
+                sync_layers.append(layer)
+        for task in tasks:
+            self._schedule(task)
+        for layer in sync_layers:
+            self._slice_sync(layer, dims, force)
+        if not tasks:
+            return None
+        return self._track(tasks)
+
+    def wait_until_idle(self, timeout: float | None = None) -> None:
+        """Wait for all submitted slices; on the main thread also apply them before returning."""
+        if self._no_wait_depth:
+            return
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            with self._lock:
+                futures = [t.future for t in self._in_flight]
+            if not futures:
+                break
+            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+            _, not_done = wait(futures, timeout=remaining)
+            if not_done:
+                raise TimeoutError(
+                    f'Slicing {len(not_done)} tasks did not complete within timeout ({timeout}s).'
+                )
+        with self._lock:
+            for key, future in list(self._layers_to_task.items()):
+                if future.done():
+                    del self._layers_to_task[key]
+        if threading.current_thread() is self._main_thread:
+            self._drain()
+
+    def shutdown(self) -> None:
+        """Cancel everything, wait for workers to stop, and disconnect listeners."""
+        if self._shut_down:
+            return
+        self._shut_down = True
+        with self._lock:
+            states = list(self._states.items())
+            for _, state in states:
+                if state.pending is not None:
+                    self._drop(state.pending)
+                    state.pending = None
+                if state.running is not None:
+                    state.running.token.cancel()
+        self._interactive.shutdown(wait=True, cancel_futures=True)
+        self._heavy.shutdown(wait=True, cancel_futures=True)
+        with self._lock:
+            for task in list(self._in_flight):  # queued in an executor that never ran them
+                self._drop(task)
+        for layer, state in states:
+            self._disconnect_loaded(layer, state)
+        compat.unmanage_all(self)
+        self._done.clear()
+        self.events.disconnect()
+        self.events.ready.disconnect()
+
+    # --- hooks for the Qt side ---------------------------------------------------------------
+
+    def attach_main_thread(self) -> None:
+        """Apply responses on the Qt main thread (called by our ``QtViewer`` hook)."""
+        from napari_async_slicing._qt._main_thread import MainThreadCaller
+
+        self._main_caller_object = MainThreadCaller()
+        self._call_on_main = self._main_caller_object
+
+    # --- scheduling --------------------------------------------------------------------------
+
+    def _state(self, layer: Any) -> _LayerState:
+        state = self._states.get(layer)
+        if state is None:
+            state = self._states[layer] = _LayerState()
+            self._connect_loaded(layer, state)
+            compat.manage(layer, self)
+        return state
+
+    def _make_task(self, layer: Any, dims: Any, force: bool) -> _Task:
+        request = compat.make_slice_request(layer, dims)  # main thread, by value, no data access
+        state = self._state(layer)
+        return _Task(
+            layer_ref=weakref.ref(layer),
+            request=_slice.prepare(request),
+            request_id=request.id,
+            epoch=state.epoch,
+            heavy=_slice.is_heavy(request),
+            step=tuple(getattr(dims, 'current_step', ())),
+        )
+
+    def _schedule(self, task: _Task) -> None:
+        layer = task.layer_ref()
+        state = self._state(layer)
+        compat.mark_unloaded(layer, task.request_id)
+        with self._lock:
+            self._in_flight.add(task)
+            state.latest_id = task.request_id
+            if state.pending is not None:  # never started: drop it
+                self._drop(state.pending)
+            if state.running is None:
+                state.pending = None
+                state.running = task
+                self._start(task)
+            else:
+                state.pending = task
+                state.running.token.cancel()  # stops at its next chunk boundary
+
+    def _drop(self, task: _Task) -> None:
+        """Cancel a task that never started."""
+        task.future.cancel()
+        self._in_flight.discard(task)
+
+    def _start(self, task: _Task) -> None:
+        executor = self._heavy if task.heavy else self._interactive
+        try:
+            executor.submit(self._run, task)
+        except RuntimeError:  # executor shut down
+            self._drop(task)
+
+    def _run(self, task: _Task) -> None:
+        """Worker thread: run one request, then hand it to the main thread."""
+        if not task.future.set_running_or_notify_cancel():
+            self._next(task)
+            with self._lock:
+                self._in_flight.discard(task)
+            return
+        task.started = time.perf_counter()
+        try:
+            if task.token.cancelled:
+                raise SliceCancelled
+            with bound_token(task.token):
+                response = task.request()
+            task.token.raise_if_cancelled()
+        except SliceCancelled as exc:
+            task.error = exc
+        except Exception as exc:  # noqa: BLE001 - reported on the main thread
+            task.error = exc
+        else:
+            task.response = response
+        task.data_ready = time.perf_counter()
+        self._next(task)
+        if task.error is None:
+            result = {task.layer_ref: task.response}
+            self.events.ready(value=result)
+        self._enqueue(task)
+        with self._lock:
+            self._in_flight.discard(task)
+        if task.error is None:
+            task.future.set_result(result)
+        else:
+            task.future.set_exception(task.error)
+
+    def _next(self, task: _Task) -> None:
+        """The running task of a layer ended: start its pending one."""
+        with self._lock:
+            layer = task.layer_ref()
+            state = self._states.get(layer) if layer is not None else None
+            if state is None or state.running is not task:
+                return
+            state.running, state.pending = state.pending, None
+            if state.running is not None and not self._shut_down:
+                self._start(state.running)
+
+    def _track(self, tasks: list[_Task]) -> Future:
+        """The future ``submit`` returns: one task's own, or one that merges several."""
+        key = tuple(t.layer_ref for t in tasks)
+        if len(tasks) == 1:
+            future = tasks[0].future
+        else:
+            future = Future()
+            future.set_running_or_notify_cancel()
+            remaining = [len(tasks)]
+            lock = threading.Lock()
+
+            def one_done(_: Future) -> None:
+                with lock:
+                    remaining[0] -= 1
+                    if remaining[0]:
+                        return
+                merged: dict = {}
+                for t in tasks:
+                    if t.error is not None and not isinstance(t.error, SliceCancelled):
+                        future.set_exception(t.error)
+                        return
+                    if t.response is not None and t.error is None:
+                        merged[t.layer_ref] = t.response
+                future.set_result(merged)
+
+            for t in tasks:
+                t.future.add_done_callback(one_done)
+        with self._lock:
+            self._layers_to_task[key] = future
+
+        def forget(_: Future) -> None:
+            with self._lock:
+                if self._layers_to_task.get(key) is future:
+                    del self._layers_to_task[key]
+
+        future.add_done_callback(forget)
+        return future
+
+    def _slice_sync(self, layer: Any, dims: Any, force: bool) -> None:
+        """napari's synchronous path; in-flight async responses for the layer become stale."""
+        state = self._states.get(layer)
+        if state is not None:
+            with self._lock:
+                state.epoch += 1
+                if state.pending is not None:
+                    self._drop(state.pending)
+                    state.pending = None
+                if state.running is not None:
+                    state.running.token.cancel()
+        compat.slice_dims_sync(layer, dims, force)
+        if state is not None:
+            compat.mark_loaded(layer, state.latest_id)
+
+    # --- applying on the main thread ----------------------------------------------------------
+
+    def _enqueue(self, task: _Task) -> None:
+        with self._lock:
+            self._done.append(task)
+            if self._call_on_main is None:
+                call = None
+            elif self._drain_scheduled:
+                return
+            else:
+                self._drain_scheduled = True
+                call = self._call_on_main
+        if call is None:
+            # No Qt window attached (a bare ViewerModel): apply where the work finished, as
+            # napari's slicer does.
+            self._drain()
+        else:
+            call(self._drain)
+
+    def _drain(self) -> None:
+        with self._lock:
+            self._drain_scheduled = False
+        while True:
+            try:
+                task = self._done.popleft()
+            except IndexError:
+                return
+            self._apply(task)
+
+    def _apply(self, task: _Task) -> None:
+        layer = task.layer_ref()
+        if layer is None or self._shut_down:
+            return
+        state = self._states.get(layer)
+        if state is None:
+            return
+        if isinstance(task.error, SliceCancelled):
+            pass  # superseded; the newer request owns the loading state
+        elif task.error is not None:
+            compat.mark_loaded(layer, task.request_id)
+            if task.request_id == state.latest_id and task.epoch == state.epoch:
+                self._report_failure(layer, task)
+        elif task.epoch == state.epoch and task.request_id > state.shown_id:
+            compat.update_slice_response(layer, task.response)
+            state.shown_id = task.request_id
+            compat.mark_loaded(layer, task.request_id)
+            compat.refresh_after_apply(layer)
+        else:
+            compat.mark_loaded(layer, task.request_id)
+
+    def _report_failure(self, layer: Any, task: _Task) -> None:
+        error = task.error
+        name = getattr(layer, 'name', type(layer).__name__)
+        where = f' at step {task.step}' if task.step else ''
+        wrapped = SliceError(f"Could not load layer '{name}'{where}: {type(error).__name__}: {error}")
+        wrapped.__cause__ = error
+        wrapped.__traceback__ = error.__traceback__
+        logger.debug('slice failed: %s', ''.join(traceback.format_exception(error)))
+        self._notifier.report(id(layer), wrapped)
+
+    # --- loading cue ----------------------------------------------------------------------
+
+    def _connect_loaded(self, layer: Any, state: _LayerState) -> None:
+        """Forward napari's internal loaded signal to ``layer.events.loaded`` (unwired in 0.9)."""
+        signal = compat.loaded_signal(layer)
+        events = getattr(layer, 'events', None)
+        if signal is None or events is None or not hasattr(events, 'loaded'):
+            return
+        layer_ref = weakref.ref(layer)
+
+        def forward() -> None:
+            target = layer_ref()
+            if target is not None:
+                target.events.loaded(value=target.loaded)
+
+        signal.connect(forward)
+        state.loaded_callback = forward
+
+    def _disconnect_loaded(self, layer: Any, state: _LayerState) -> None:
+        signal = compat.loaded_signal(layer)
+        if signal is not None and state.loaded_callback is not None:
+            signal.disconnect(state.loaded_callback)
+            state.loaded_callback = None

@@ -1,0 +1,59 @@
+"""enable()/disable(): which slicer new viewers get, and a real viewer showing the right plane."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from napari.components import ViewerModel
+from napari.components._layer_slicer import _LayerSlicer
+
+import napari_async_slicing
+from napari_async_slicing.components._layer_slicer import AsyncLayerSlicer
+
+
+def test_enable_disable_switch_the_slicer_of_new_viewers():
+    assert not napari_async_slicing.is_enabled()
+    assert type(ViewerModel()._layer_slicer) is _LayerSlicer
+    napari_async_slicing.enable(workers=3)
+    try:
+        assert napari_async_slicing.is_enabled()
+        model = ViewerModel()
+        assert isinstance(model._layer_slicer, AsyncLayerSlicer)
+        assert model._layer_slicer.options.workers == 3
+        assert hasattr(model, 'sync_slicing')
+        model._layer_slicer.shutdown()
+    finally:
+        napari_async_slicing.disable()
+    assert not napari_async_slicing.is_enabled()
+    assert type(ViewerModel()._layer_slicer) is _LayerSlicer
+    assert not hasattr(ViewerModel, 'sync_slicing')
+
+
+def test_enabled_context_manager_restores():
+    with napari_async_slicing.enabled(prefetch_radius=0) as opts:
+        assert opts.prefetch_radius == 0
+        assert napari_async_slicing.is_enabled()
+    assert not napari_async_slicing.is_enabled()
+
+
+def test_options_validate_and_read_environment(monkeypatch):
+    monkeypatch.setenv('NAPARI_ASYNC_SLICING_WORKERS', '5')
+    assert napari_async_slicing.SlicingOptions.from_env().workers == 5
+    assert napari_async_slicing.SlicingOptions.from_env(workers=2).workers == 2
+    with pytest.raises(ValueError):
+        napari_async_slicing.SlicingOptions(cache_bytes=2 * 1024**3)
+    with pytest.raises(TypeError):
+        napari_async_slicing.SlicingOptions.from_env(nonsense=1)
+
+
+def test_shown_viewer_gets_the_plane_dims_asks_for(viewer, qtbot):
+    data = np.arange(5 * 16 * 16, dtype=np.float32).reshape(5, 16, 16)
+    layer = viewer.add_image(data)
+    viewer.dims.current_step = (3, 0, 0)
+    node = viewer.window._qt_viewer.layer_to_visual[layer].node
+
+    def shows_plane_3():
+        np.testing.assert_array_equal(node._data, data[3])
+
+    qtbot.waitUntil(shows_plane_3, timeout=5000)
+    assert layer.loaded
