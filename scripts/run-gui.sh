@@ -6,6 +6,7 @@ cfg_dir=$(mktemp -d)
 trap 'rm -rf "$cfg_dir"' EXIT
 export NAPARI_CONFIG="$cfg_dir/settings.yaml"
 if [ -z "${DISPLAY:-}" ] || [ "${HEADLESS:-0}" = "1" ]; then
-  exec xvfb-run -a -s "-screen 0 1280x1024x24" env QT_QPA_PLATFORM=xcb NAPARI_CONFIG="$NAPARI_CONFIG" "$@"
+  exec xvfb-run -a -s "-screen 0 1280x1024x24" env QT_QPA_PLATFORM=xcb NAPARI_CONFIG="$NAPARI_CONFIG" \
+    NAPARI_ASYNC_SLICING_HEADLESS=1 "$@"
 fi
 exec "$@"

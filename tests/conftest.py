@@ -1,0 +1,60 @@
+"""Shared fixtures: our slicer enabled, a real viewer, and zarr served over real HTTP on 127.0.0.1."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import napari_async_slicing
+from napari_async_slicing.testing import ZarrHTTPServer, make_volume, open_remote_array
+
+SHAPE = (12, 64, 64)
+CHUNKS = (1, 32, 32)
+
+
+@pytest.fixture
+def slicer_enabled() -> Iterator[None]:
+    with napari_async_slicing.enabled():
+        yield
+
+
+@pytest.fixture
+def viewer(slicer_enabled, make_napari_viewer):
+    """A shown napari viewer using our slicer."""
+    v = make_napari_viewer(show=True)
+    from napari_async_slicing.components._layer_slicer import AsyncLayerSlicer
+
+    assert isinstance(v._layer_slicer, AsyncLayerSlicer)
+    return v
+
+
+@pytest.fixture(scope='session')
+def volume_path(tmp_path_factory) -> Path:
+    return make_volume(tmp_path_factory.mktemp('data') / 'volume.zarr', shape=SHAPE, chunks=CHUNKS)
+
+
+@pytest.fixture
+def server(volume_path) -> Iterator[ZarrHTTPServer]:
+    """HTTP server over the test volume; tests set latency/failures with ``server.configure``."""
+    with ZarrHTTPServer(volume_path.parent, max_seconds=300) as srv:
+        yield srv
+
+
+@pytest.fixture
+def remote_volume(server):
+    """The test volume as a zarr array read over HTTP (fsspec)."""
+    return open_remote_array(server.url_for('volume.zarr'))
+
+
+def slicer_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith('napari-async-slicing')]
+
+
+def vispy_data(viewer, layer) -> np.ndarray:
+    """The array napari last handed to the layer's vispy node."""
+    node = viewer.window._qt_viewer.layer_to_visual[layer].node
+    return np.asarray(getattr(node, '_last_data', None) if hasattr(node, '_last_data') else node._data)

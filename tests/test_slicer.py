@@ -1,0 +1,202 @@
+"""The core slicer with a real viewer reading zarr over real HTTP (127.0.0.1, injected latency)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from napari.utils.notifications import notification_manager
+
+from napari_async_slicing._reading import SliceCancelled
+from napari_async_slicing.testing import plane_value, which_plane
+
+from .conftest import SHAPE, slicer_threads, vispy_data
+
+CLIM = (0, 64 * SHAPE[0] + 64)
+
+
+def shown_plane(viewer, layer) -> int | None:
+    return which_plane(vispy_data(viewer, layer).astype(np.uint16))
+
+
+def add_remote(viewer, remote_volume, **kwargs):
+    """Add the remote layer and let its first slice settle (dims goes to the centre, plane 5)."""
+    with viewer.sync_slicing():
+        layer = viewer.add_image(remote_volume, contrast_limits=CLIM, **kwargs)
+    return layer
+
+
+def step_to(viewer, z: int) -> None:
+    viewer.dims.current_step = (z, *viewer.dims.current_step[1:])
+
+
+def record_shown(viewer, layer) -> list:
+    shown: list = []
+    layer.events.set_data.connect(lambda e: shown.append(shown_plane(viewer, layer)))
+    return shown
+
+
+def test_remote_layer_shows_requested_plane(viewer, server, remote_volume, qtbot):
+    server.configure(latency=0.05)
+    layer = add_remote(viewer, remote_volume)
+    step_to(viewer, 7)
+    assert not layer.loaded  # returned at once; the read is in flight
+    qtbot.waitUntil(lambda: shown_plane(viewer, layer) == 7 and layer.loaded, timeout=5000)
+    assert viewer.dims.current_step[0] == 7
+
+
+def test_newer_request_cancels_the_in_flight_read(viewer, server, remote_volume, qtbot):
+    layer = add_remote(viewer, remote_volume)
+    server.configure(latency=2.0)
+    shown = record_shown(viewer, layer)
+    step_to(viewer, 2)
+    qtbot.waitUntil(lambda: server.in_flight > 0, timeout=3000)  # plane 2's chunks requested
+    task = viewer._layer_slicer._states[layer].running
+    server.configure(latency=0.05)
+    step_to(viewer, 3)
+    # Without in-flight cancellation the old read would hold its worker for ~2 s.
+    qtbot.waitUntil(task.future.done, timeout=500)
+    assert isinstance(task.future.exception(), SliceCancelled)
+    qtbot.waitUntil(lambda: shown_plane(viewer, layer) == 3 and layer.loaded, timeout=5000)
+    assert 2 not in shown
+
+
+def test_scrub_never_shows_an_older_plane_after_a_newer_one(viewer, server, remote_volume, qtbot):
+    server.configure(latency=0.03, jitter=0.05)
+    layer = add_remote(viewer, remote_volume)
+    shown = record_shown(viewer, layer)
+    for z in range(1, SHAPE[0]):
+        step_to(viewer, z)
+        qtbot.wait(15)  # a user dragging the slider
+    qtbot.waitUntil(lambda: layer.loaded, timeout=5000)
+    viewer._layer_slicer.wait_until_idle(timeout=5)
+    assert shown[-1] == SHAPE[0] - 1
+    assert shown == sorted(set(shown)), f'planes shown out of order: {shown}'
+    assert shown_plane(viewer, layer) == SHAPE[0] - 1
+
+
+def test_fast_layer_is_not_held_behind_a_slow_one(viewer, server, remote_volume, qtbot):
+    slow = add_remote(viewer, remote_volume)
+    data = np.stack([np.full(SHAPE[1:], z, np.float32) for z in range(SHAPE[0])])
+    fast = viewer.add_image(data)
+    qtbot.waitUntil(lambda: fast.loaded, timeout=3000)
+    server.configure(latency=1.5)
+    step_to(viewer, 8)
+    qtbot.waitUntil(lambda: np.all(vispy_data(viewer, fast) == 8), timeout=1000)
+    assert not slow.loaded  # the remote layer is still loading while the numpy one shows
+    server.configure(latency=0.0)
+
+
+def test_loading_cue_turns_on_and_off(viewer, server, remote_volume, qtbot):
+    from napari._qt.containers.qt_layer_model import LoadedRole
+
+    server.configure(latency=0.2)
+    layer = add_remote(viewer, remote_volume)
+    seen: list[bool] = []
+    layer.events.loaded.connect(lambda e: seen.append(e.value))
+    layer_list = viewer.window._qt_viewer.layers
+    index = layer_list.model().index(0, 0)
+    step_to(viewer, 4)
+    assert seen == [False]
+    assert index.data(LoadedRole) is False
+    qtbot.waitUntil(lambda: seen == [False, True], timeout=5000)
+    assert index.data(LoadedRole) is True
+
+
+@pytest.fixture
+def errors(monkeypatch):
+    received: list = []
+    monkeypatch.setattr(
+        notification_manager,
+        'receive_error',
+        lambda exctype, value, tb, thread=None: received.append(value),
+    )
+    return received
+
+
+def test_failures_notify_rate_limited_and_leave_loading(viewer, server, remote_volume, qtbot, errors):
+    layer = add_remote(viewer, remote_volume, name='remote')
+    server.configure(failure_rate=1.0, failure_mode='500')
+    for z in (1, 2, 3):
+        step_to(viewer, z)
+        qtbot.waitUntil(lambda: layer.loaded, timeout=10000)
+    assert 1 <= len(errors) <= 2  # three failed steps within about a second
+    assert "layer 'remote'" in str(errors[0])
+    assert '500' in str(errors[0])
+    server.configure(failure_rate=0.0)
+    step_to(viewer, 6)
+    qtbot.waitUntil(lambda: shown_plane(viewer, layer) == 6 and layer.loaded, timeout=5000)
+
+
+def test_transient_failure_is_retried_without_notification(viewer, server, remote_volume, qtbot, errors):
+    layer = add_remote(viewer, remote_volume)
+    server.configure(failure_rate=1.0, failure_mode='500')
+    step_to(viewer, 8)
+    qtbot.waitUntil(lambda: server.failures_injected >= 1, timeout=3000)
+    server.configure(failure_rate=0.0)
+    qtbot.waitUntil(lambda: shown_plane(viewer, layer) == 8 and layer.loaded, timeout=5000)
+    assert errors == []
+
+
+def test_sync_slicing_applies_before_returning(viewer, server, remote_volume):
+    server.configure(latency=0.1)
+    layer = add_remote(viewer, remote_volume)
+    with viewer.sync_slicing():
+        step_to(viewer, 5)
+        assert shown_plane(viewer, layer) == 5
+        assert layer.loaded
+        step_to(viewer, 9)
+        assert shown_plane(viewer, layer) == 9
+
+
+def test_screenshot_waits_for_pending_slices(viewer, server, remote_volume, qtbot):
+    layer = add_remote(viewer, remote_volume)
+    with viewer.sync_slicing():
+        step_to(viewer, 11)
+        expected = viewer.screenshot(canvas_only=True)
+        step_to(viewer, 0)
+        other = viewer.screenshot(canvas_only=True)
+    assert not np.array_equal(expected, other)
+    server.configure(latency=0.3)
+    step_to(viewer, 11)  # no return to the event loop before the screenshot
+    np.testing.assert_array_equal(viewer.screenshot(canvas_only=True), expected)
+    assert shown_plane(viewer, layer) == 11
+    step_to(viewer, 3)
+    viewer.screenshot(canvas_only=False)  # whole-window screenshots wait too
+    assert shown_plane(viewer, layer) == 3
+    step_to(viewer, 6)
+    viewer.screenshot(canvas_only=True, wait_for_slices=False)
+    assert not layer.loaded  # opted out: taken while plane 6 is still loading
+    qtbot.waitUntil(lambda: layer.loaded, timeout=5000)
+
+
+def test_cursor_value_matches_the_shown_plane(viewer, server, remote_volume, qtbot):
+    server.configure(latency=0.02)
+    layer = add_remote(viewer, remote_volume)
+    for z in (2, 9, 4):
+        step_to(viewer, z)
+    qtbot.waitUntil(lambda: layer.loaded, timeout=5000)
+    assert viewer.dims.current_step[0] == 4  # dims is the last request
+    assert shown_plane(viewer, layer) == 4
+    assert layer.get_value((4, 10, 20)) == plane_value(4, 10, 20)
+
+
+def test_replaced_data_is_never_overwritten_by_an_old_response(viewer, server, remote_volume, qtbot):
+    layer = add_remote(viewer, remote_volume)
+    server.configure(latency=0.5)
+    step_to(viewer, 3)  # remote read in flight
+    replacement = np.full(SHAPE, 7, dtype=np.uint16)
+    layer.data = replacement
+    viewer._layer_slicer.wait_until_idle(timeout=10)
+    assert np.all(vispy_data(viewer, layer) == 7)
+    assert layer.loaded
+
+
+def test_close_while_loading_leaves_no_thread(make_napari_viewer, slicer_enabled, server, remote_volume, qtbot):
+    viewer = make_napari_viewer(show=True)
+    layer = add_remote(viewer, remote_volume)
+    server.configure(failure_rate=1.0, failure_mode='stall', stall_seconds=20)
+    step_to(viewer, 9)
+    qtbot.waitUntil(lambda: server.in_flight > 0, timeout=3000)
+    assert not layer.loaded
+    viewer.close()
+    qtbot.waitUntil(lambda: not slicer_threads(), timeout=3000)
