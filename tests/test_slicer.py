@@ -200,3 +200,42 @@ def test_close_while_loading_leaves_no_thread(make_napari_viewer, slicer_enabled
     assert not layer.loaded
     viewer.close()
     qtbot.waitUntil(lambda: not slicer_threads(), timeout=3000)
+
+
+def test_dask_over_remote_zarr_shows_the_last_step(viewer, server, remote_volume, qtbot):
+    import dask.array as da
+
+    server.configure(latency=0.03)
+    layer = add_remote(viewer, da.from_zarr(remote_volume))
+    for z in (1, 8, 10):
+        step_to(viewer, z)
+    qtbot.waitUntil(lambda: shown_plane(viewer, layer) == 10 and layer.loaded, timeout=5000)
+
+
+def test_superseded_dask_compute_stops_issuing_chunk_tasks(viewer, qtbot):
+    import threading
+
+    import dask.array as da
+
+    release = threading.Event()
+    started: list[int] = []
+
+    def block(x, block_info=None):
+        z = block_info[0]['array-location'][0][0]
+        started.append(z)
+        if z == 3:
+            release.wait(5)
+        return np.full(x.shape, z, np.float32)
+
+    base = da.zeros((6, 64, 64), chunks=(1, 8, 8), dtype=np.float32)  # 64 chunks per plane
+    data = base.map_blocks(block, dtype=np.float32)
+    with viewer.sync_slicing():
+        layer = viewer.add_image(data, contrast_limits=(0, 6))
+        step_to(viewer, 0)
+    started.clear()
+    step_to(viewer, 3)
+    qtbot.waitUntil(lambda: 3 in started, timeout=3000)
+    step_to(viewer, 5)
+    release.set()
+    qtbot.waitUntil(lambda: layer.loaded and np.all(vispy_data(viewer, layer) == 5), timeout=5000)
+    assert started.count(3) < 64, 'the superseded plane was computed in full'
