@@ -4,19 +4,24 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import socket
+import subprocess
+import sys
 import threading
 import time
-from datetime import timedelta
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import numpy as np
 import pytest
 import zarr
 
+import napari_async_slicing.testing
 from napari_async_slicing.testing import (
     ZarrHTTPServer,
     expected_plane,
@@ -28,11 +33,14 @@ from napari_async_slicing.testing import (
     serve_main,
     which_plane,
 )
+from napari_async_slicing.testing._open import StoreKind
 
-pytest_plugins = ["napari_async_slicing.testing.pytest_plugin"]
+# The fixtures module rather than ``.pytest_plugin``: once that module is also loaded
+# through its pytest11 entry point, pluggy refuses to register it a second time.
+pytest_plugins = ["napari_async_slicing.testing._fixtures"]
 
 Factory = Callable[..., ZarrHTTPServer]
-STORES = ["fsspec", "obstore"]
+STORES: list[StoreKind] = ["fsspec", "obstore"]
 # obstore retries 5xx/connection errors 10 times by default; tests want one attempt.
 NO_RETRY = {"retry_config": {"max_retries": 0}}
 
@@ -113,8 +121,8 @@ def test_sample_data_uses_cache_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPa
 
 def test_ome_zarr_metadata_and_levels(tiny_ome_zarr: Path, zarr_server_factory: Factory) -> None:
     server = zarr_server_factory(tiny_ome_zarr.parent)
-    group = open_remote_group(server.url_for(tiny_ome_zarr.name), zarr_format=3)
-    ome = group.attrs["ome"]
+    group: Any = open_remote_group(server.url_for(tiny_ome_zarr.name), zarr_format=3)
+    ome: Any = group.attrs["ome"]
     assert ome["version"] == "0.5"
     (ms,) = ome["multiscales"]
     assert [a["name"] for a in ms["axes"]] == ["z", "y", "x"]
@@ -149,6 +157,7 @@ def test_get_head_404_and_confinement(blob_dir: Path, zarr_server_factory: Facto
     for escape in [f"../{blob_dir.name}-secret.txt", f"%2e%2e/{blob_dir.name}-secret.txt"]:
         assert _get(server, escape)[0] == 404
     assert server.requests == 9
+    assert server.chunk_requests == 6  # not zarr.json, "sub" or "sub/"
     assert server.wait_idle()
     assert server.count("sub/") == 3 and server.count("blob.bin", method="HEAD") == 1
     assert server.count(status=404) == 6
@@ -188,7 +197,7 @@ def test_unsatisfiable_range(blob_dir: Path, zarr_server_factory: Factory) -> No
 
 @pytest.mark.parametrize("store", STORES)
 def test_remote_read_matches_expected_planes(tiny_volume: Path, tiny_volume_server: ZarrHTTPServer,
-                                             store: str) -> None:
+                                             store: StoreKind) -> None:
     kwargs = NO_RETRY if store == "obstore" else {}
     arr = open_remote_array(tiny_volume_server.url_for(tiny_volume.name), store=store, zarr_format=3, **kwargs)
     assert arr.shape == (12, 64, 64)
@@ -205,7 +214,7 @@ def test_remote_read_matches_expected_planes(tiny_volume: Path, tiny_volume_serv
     assert tiny_volume_server.max_in_flight >= 2
 
 
-def test_remote_tiny_volume_fixture(remote_tiny_volume: zarr.Array, tiny_volume_server: ZarrHTTPServer) -> None:
+def test_remote_tiny_volume_fixture(remote_tiny_volume: Any, tiny_volume_server: ZarrHTTPServer) -> None:
     tiny_volume_server.reset_counters()
     assert which_plane(remote_tiny_volume[7]) == 7
     assert tiny_volume_server.wait_idle()
@@ -298,11 +307,11 @@ def test_failure_rate_is_probabilistic_and_seeded(tiny_volume: Path, zarr_server
 
 
 @pytest.mark.parametrize("store", STORES)
-def test_corrupt_makes_decoding_fail(tiny_volume: Path, zarr_server_factory: Factory, store: str) -> None:
+def test_corrupt_makes_decoding_fail(tiny_volume: Path, zarr_server_factory: Factory, store: StoreKind) -> None:
     server = zarr_server_factory(tiny_volume.parent, failure_rate=1.0, failure_mode="corrupt")
     kwargs = NO_RETRY if store == "obstore" else {}
     arr = open_remote_array(server.url_for("volume"), store=store, zarr_format=3, **kwargs)
-    status, headers, body = _get(server, "volume/c/0/0/0")
+    status, _, body = _get(server, "volume/c/0/0/0")
     real = (tiny_volume / "c" / "0" / "0" / "0").read_bytes()
     assert status == 200 and len(body) == len(real) and body != real
     with pytest.raises(Exception):  # noqa: B017 - codec-specific error type
@@ -311,7 +320,7 @@ def test_corrupt_makes_decoding_fail(tiny_volume: Path, zarr_server_factory: Fac
 
 
 @pytest.mark.parametrize("store", STORES)
-def test_stall_is_interrupted_by_stop(tiny_volume: Path, zarr_server_factory: Factory, store: str) -> None:
+def test_stall_is_interrupted_by_stop(tiny_volume: Path, zarr_server_factory: Factory, store: StoreKind) -> None:
     server = zarr_server_factory(tiny_volume.parent, failure_mode="stall", stall_seconds=60)
     kwargs = NO_RETRY if store == "obstore" else {}
     arr = open_remote_array(server.url_for("volume"), store=store, zarr_format=3, **kwargs)
@@ -422,3 +431,22 @@ def test_metadata_json_served_as_json(tiny_volume_server: ZarrHTTPServer) -> Non
     status, headers, body = _get(tiny_volume_server, "volume/zarr.json")
     assert status == 200 and headers["Content-Type"] == "application/json"
     assert json.loads(body)["shape"] == [12, 64, 64]
+
+
+def test_pytest_plugin_provides_fixtures(tmp_path: Path) -> None:
+    (tmp_path / "test_uses_plugin.py").write_text(
+        "from napari_async_slicing.testing import which_plane\n"
+        "def test_it(remote_tiny_volume, tiny_volume_server, tiny_ome_zarr):\n"
+        "    assert which_plane(remote_tiny_volume[4]) == 4\n"
+        "    assert tiny_volume_server.count('volume/c/4/') == 4\n"
+        "    assert (tiny_ome_zarr / 'zarr.json').is_file()\n"
+    )
+    src = Path(napari_async_slicing.testing.__file__).parents[2]
+    env = {**os.environ, "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1", "PYTHONPATH": str(src)}
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "napari_async_slicing.testing.pytest_plugin",
+         "-p", "no:cacheprovider", str(tmp_path)],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "1 passed" in proc.stdout

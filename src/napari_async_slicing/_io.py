@@ -16,9 +16,17 @@ def open_store(path_or_url: str, *, store: str = 'obstore') -> Any:
     if not is_url(path_or_url):
         return zarr.storage.LocalStore(path_or_url, read_only=True)
     if store == 'obstore':
+        from datetime import timedelta
+
         from obstore.store import HTTPStore
 
-        http = HTTPStore.from_url(path_or_url, client_options={'allow_http': True})
+        # obstore retries 5xx itself; bound it (its default of 10 retries turns one stalled
+        # request into 10 x the timeout).
+        http = HTTPStore.from_url(
+            path_or_url,
+            client_options={'allow_http': True, 'timeout': '20s'},
+            retry_config={'max_retries': 3, 'retry_timeout': timedelta(seconds=30)},
+        )
         return zarr.storage.ObjectStore(http, read_only=True)
     if store == 'fsspec':
         return zarr.storage.FsspecStore.from_url(path_or_url, read_only=True)

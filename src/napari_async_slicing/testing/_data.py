@@ -305,7 +305,9 @@ def _write_labels(root: zarr.Group, shape: tuple[int, int, int], chunks: tuple[i
         }
     }
     cells = lgroup.create_group("cells", attributes=cells_attrs)
-    arr = cells.create_array("0", shape=lshape, chunks=_clip_chunks(chunks, lshape), dtype="uint32", dimension_names=["z", "y", "x"])
+    arr = cells.create_array(
+        "0", shape=lshape, chunks=_clip_chunks(chunks, lshape), dtype="uint32", dimension_names=["z", "y", "x"]
+    )
     arr[:] = _cells(*lshape)
 
 

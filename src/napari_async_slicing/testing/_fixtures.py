@@ -14,10 +14,10 @@ from ._open import open_remote_array
 from ._server import ZarrHTTPServer
 
 __all__ = [
+    "remote_tiny_volume",
     "tiny_ome_zarr",
     "tiny_volume",
     "tiny_volume_server",
-    "remote_tiny_volume",
     "zarr_server_factory",
 ]
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
 import email.utils
 import random
@@ -13,12 +14,11 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Literal
+from typing import Any
 from urllib.parse import quote, unquote, urlsplit
 
 __all__ = ["ZarrHTTPServer"]
 
-FailureMode = Literal["500", "stall", "corrupt"]
 FAILURE_MODES: tuple[str, ...] = ("500", "stall", "corrupt")
 METADATA_NAMES = frozenset({"zarr.json", ".zarray", ".zattrs", ".zgroup", ".zmetadata"})
 LOG_MAXLEN = 100_000
@@ -63,10 +63,9 @@ def _setting(name: str) -> property:
     return property(fget, fset, doc=f"Current ``{name}`` setting (thread-safe).")
 
 
-def is_chunk_path(relpath: str) -> bool:
-    """True for file paths that do not name a zarr metadata document."""
-    name = relpath.rsplit("/", 1)[-1]
-    return bool(name) and name not in METADATA_NAMES
+def is_metadata_path(relpath: str) -> bool:
+    """True if ``relpath`` names a zarr metadata document."""
+    return relpath.rsplit("/", 1)[-1] in METADATA_NAMES
 
 
 class _Unsatisfiable(Exception):
@@ -152,8 +151,8 @@ class ZarrHTTPServer:
     """Serve a directory (e.g. zarr v3 / OME-Zarr) over HTTP on 127.0.0.1.
 
     Every request waits ``latency + uniform(0, jitter)`` seconds. Bodies are
-    paced to ``bandwidth`` bytes/s per response if set. Chunk requests (any
-    file not named like zarr metadata) fail with probability ``failure_rate``
+    paced to ``bandwidth`` bytes/s per response if set. Chunk requests (paths
+    that are neither zarr metadata documents nor directories) fail with probability ``failure_rate``
     according to ``failure_mode``: ``"500"`` answers HTTP 500, ``"stall"``
     holds the connection for ``stall_seconds`` (or until :meth:`stop`) and
     closes it without sending anything, ``"corrupt"`` answers 200 with random
@@ -208,6 +207,7 @@ class ZarrHTTPServer:
         self._connections: dict[socket.socket, threading.Thread] = {}
         self.stop_reason: str | None = None
         self._log: collections.deque[dict[str, Any]] = collections.deque(maxlen=LOG_MAXLEN)
+        self._total_requests = 0  # never reset; compared with max_requests
         self._zero_counters()
 
     # -- configuration -------------------------------------------------------
@@ -256,7 +256,7 @@ class ZarrHTTPServer:
 
     @property
     def chunk_requests(self) -> int:
-        """Requests for non-metadata paths."""
+        """Requests for paths other than metadata documents and directories."""
         return self._chunk_requests
 
     @property
@@ -336,7 +336,6 @@ class ZarrHTTPServer:
         if self._httpd is not None:
             raise RuntimeError("ZarrHTTPServer can only be started once")
         self._httpd = _HTTPServer(("127.0.0.1", self._port), self)
-        self._started_at = time.monotonic()
         serve = threading.Thread(
             target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05},
             name=f"ZarrHTTPServer:{self.port}", daemon=True,
@@ -348,7 +347,11 @@ class ZarrHTTPServer:
         return self
 
     def stop(self, timeout: float = _JOIN_TIMEOUT) -> None:
-        """Stop serving, end stalled/slow responses and join threads (bounded)."""
+        """Stop serving, end stalled/slow responses and join threads (bounded).
+
+        ``stop_reason`` tells why the server stopped: ``"stop"``, ``"max_seconds"``
+        or ``"max_requests"``.
+        """
         if self._httpd is None:
             return
         with self._lock:
@@ -393,10 +396,8 @@ class ZarrHTTPServer:
         with self._lock:
             connections = dict(self._connections)
         for sock in connections:
-            try:
+            with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
         deadline = time.monotonic() + _JOIN_TIMEOUT
         for thread in [self._threads[0], *connections.values()]:
             thread.join(max(0.0, deadline - time.monotonic()))
@@ -418,7 +419,8 @@ class ZarrHTTPServer:
         """Count a request; return its number, config, delay and failure to inject."""
         with self._lock:
             self._requests += 1
-            number = self._requests
+            self._total_requests += 1
+            number = self._total_requests
             self._chunk_requests += is_chunk
             self._in_flight += 1
             self._max_in_flight = max(self._max_in_flight, self._in_flight)
@@ -459,7 +461,8 @@ class ZarrHTTPServer:
 
     def _serve(self, h: _Handler, *, head: bool) -> None:
         relpath = unquote(urlsplit(h.path).path).lstrip("/")
-        is_chunk = is_chunk_path(relpath)
+        # Chunk requests: anything but metadata documents and directories (listing probes).
+        is_chunk = not (is_metadata_path(relpath) or relpath.endswith("/") or (self.root / relpath).is_dir())
         number, cfg, delay, fail = self._begin(is_chunk)
         entry: dict[str, Any] = {
             "path": relpath, "method": h.command, "status": None, "range": h.headers.get("Range"),
@@ -505,7 +508,7 @@ class ZarrHTTPServer:
         length = last - first + 1
         h.send_response(206 if byte_range is not None else 200)
         entry["status"] = 206 if byte_range is not None else 200
-        json_like = relpath.rsplit("/", 1)[-1] in METADATA_NAMES
+        json_like = is_metadata_path(relpath)
         h.send_header("Content-Type", "application/json" if json_like else "application/octet-stream")
         h.send_header("Content-Length", str(length))
         h.send_header("Accept-Ranges", "bytes")
