@@ -239,3 +239,21 @@ def test_superseded_dask_compute_stops_issuing_chunk_tasks(viewer, qtbot):
     release.set()
     qtbot.waitUntil(lambda: layer.loaded and np.all(vispy_data(viewer, layer) == 5), timeout=5000)
     assert started.count(3) < 64, 'the superseded plane was computed in full'
+
+
+def test_one_step_runs_one_read(viewer, server, remote_volume, qtbot, monkeypatch):
+    """napari submits every step twice (dims point and current_step); identical requests coalesce."""
+    from napari_async_slicing.components._layer_slicer import AsyncLayerSlicer
+
+    layer = add_remote(viewer, remote_volume)
+    runs: list[int] = []
+    original = AsyncLayerSlicer._run
+    monkeypatch.setattr(
+        AsyncLayerSlicer, '_run', lambda self, task: (runs.append(task.request_id), original(self, task))
+    )
+    server.configure(latency=0.05)
+    step_to(viewer, 8)
+    qtbot.waitUntil(lambda: shown_plane(viewer, layer) == 8 and layer.loaded, timeout=5000)
+    assert len(runs) == 1
+    layer.refresh()  # force: always runs again
+    qtbot.waitUntil(lambda: len(runs) == 2 and layer.loaded, timeout=5000)

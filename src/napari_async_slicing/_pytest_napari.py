@@ -10,8 +10,6 @@ implementation detail rather than behaviour are skipped here, each with its reas
 
 from __future__ import annotations
 
-import sys
-
 import pytest
 
 #: napari test name -> why it does not apply to our slicer (its behaviour is covered in tests/).
@@ -20,6 +18,11 @@ SKIPPED: dict[str, str] = {
         'asserts the raw exception type handed to notification_manager; we wrap it in a '
         "SliceError whose message names the layer and step (tests/test_slicer.py covers "
         'loaded-after-failure and one notification)'
+    ),
+    'test_submit_multiple_calls_cancels_pending': (
+        'submits identical requests; we coalesce a request identical to the one already on its '
+        'way (napari submits every step twice). The same behaviour with distinct requests is '
+        'tests/test_layer_slicer_api.py::test_newer_request_replaces_pending_and_cancels_running'
     ),
 }
 
@@ -31,12 +34,26 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    from napari.components._layer_slicer import _LayerSlicer
+
     from napari_async_slicing.components._layer_slicer import AsyncLayerSlicer
 
-    module = sys.modules.get('napari.components._tests.test_layer_slicer')
-    if module is not None:
-        module._LayerSlicer = AsyncLayerSlicer
+    # pytest may import napari's test file under another name (e.g. plain ``test_layer_slicer``),
+    # so patch the module each collected test actually belongs to.
+    for module in {getattr(item, 'module', None) for item in items} - {None}:
+        if getattr(module, '_LayerSlicer', None) is _LayerSlicer:
+            module._LayerSlicer = AsyncLayerSlicer
     for item in items:
         reason = SKIPPED.get(item.originalname if hasattr(item, 'originalname') else item.name)
         if reason:
             item.add_marker(pytest.mark.skip(reason=f'napari-async-slicing: {reason}'))
+
+
+@pytest.fixture(autouse=True)
+def _our_slicer_is_under_test(request: pytest.FixtureRequest) -> None:
+    """Fail loudly if a napari slicer test would run against napari's slicer instead of ours."""
+    from napari_async_slicing.components._layer_slicer import AsyncLayerSlicer
+
+    module = getattr(request, 'module', None)
+    if module is not None and hasattr(module, '_LayerSlicer'):
+        assert module._LayerSlicer is AsyncLayerSlicer

@@ -52,6 +52,7 @@ class _Task:
     epoch: int
     heavy: bool
     step: tuple
+    force: bool = False
     future: Future = field(default_factory=Future)
     token: CancelToken = field(default_factory=CancelToken)
     submitted: float = field(default_factory=time.perf_counter)
@@ -180,8 +181,7 @@ class AsyncLayerSlicer:
                 tasks.append(self._make_task(layer, dims, force))
             else:
                 sync_layers.append(layer)
-        for task in tasks:
-            self._schedule(task)
+        tasks = [self._schedule(task) for task in tasks]
         for layer in sync_layers:
             self._slice_sync(layer, dims, force)
         if not tasks:
@@ -265,11 +265,23 @@ class AsyncLayerSlicer:
             epoch=state.epoch,
             heavy=_slice.is_heavy(request),
             step=tuple(getattr(dims, 'current_step', ())),
+            force=force,
         )
 
-    def _schedule(self, task: _Task) -> None:
+    def _schedule(self, task: _Task) -> _Task:
+        """Queue ``task`` for its layer; return the task that will answer it."""
         layer = task.layer_ref()
         state = self._state(layer)
+        with self._lock:
+            newest = state.pending or state.running
+            if (
+                not task.force
+                and newest is not None
+                and not newest.token.cancelled
+                and newest.epoch == task.epoch
+                and _slice.same_request(newest.request, task.request)
+            ):
+                return newest  # an identical request is already on its way
         compat.mark_unloaded(layer, task.request_id)
         with self._lock:
             self._in_flight.add(task)
@@ -283,6 +295,7 @@ class AsyncLayerSlicer:
             else:
                 state.pending = task
                 state.running.token.cancel()  # stops at its next chunk boundary
+        return task
 
     def _drop(self, task: _Task) -> None:
         """Cancel a task that never started."""

@@ -7,8 +7,12 @@ listed keep napari's own request unchanged.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
+import numpy as np
+
+from napari_async_slicing._reading import LazySource
 from napari_async_slicing.layers._slice import _scalar_field
 
 
@@ -23,3 +27,47 @@ def is_heavy(request: Any) -> bool:
     """Heavy work (3D volumes) runs on its own bounded slots so 2D planes are never starved."""
     slice_input = getattr(request, 'slice_input', None)
     return getattr(slice_input, 'ndisplay', 2) == 3
+
+
+def same_request(a: Any, b: Any) -> bool:
+    """True if two requests would produce the same response (all fields but ``id`` equal).
+
+    napari fires both ``dims.events.point`` and ``dims.events.current_step`` for one step, so every
+    step is submitted twice; coalescing identical requests keeps the first read going instead of
+    cancelling and restarting it. Data is compared by identity; anything not cheaply comparable
+    counts as different.
+    """
+    if type(a) is not type(b) or not dataclasses.is_dataclass(a):
+        return False
+    return all(
+        _same(getattr(a, f.name), getattr(b, f.name))
+        for f in dataclasses.fields(a)
+        if f.name != 'id'
+    )
+
+
+def _same(x: Any, y: Any) -> bool:
+    if x is y:
+        return True
+    if isinstance(x, LazySource) or isinstance(y, LazySource):
+        return (
+            isinstance(x, LazySource)
+            and isinstance(y, LazySource)
+            and x.array is y.array
+            and x.selection() == y.selection()
+        )
+    if isinstance(x, np.ndarray) or isinstance(y, np.ndarray):
+        # Small arrays (corner pixels, level shapes) by value; large ones only by identity.
+        return (
+            isinstance(x, np.ndarray)
+            and isinstance(y, np.ndarray)
+            and x.size <= 1024
+            and x.shape == y.shape
+            and np.array_equal(x, y)
+        )
+    if hasattr(x, 'as_array') and type(x) is type(y):  # napari's _ThickNDSlice holds NaNs
+        return np.array_equal(x.as_array(), y.as_array(), equal_nan=True)
+    try:
+        return bool(x == y)
+    except Exception:  # noqa: BLE001 - e.g. elementwise comparisons
+        return False

@@ -1,0 +1,136 @@
+"""The slicer's napari-compatible API with controllable fake layers (no Qt)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+
+import pytest
+from napari.components import Dims
+
+from napari_async_slicing._reading import SliceCancelled, current_token
+from napari_async_slicing.components._layer_slicer import AsyncLayerSlicer
+
+
+@dataclass(frozen=True)
+class Request:
+    id: int
+    point: tuple
+    gate: threading.Event
+
+    def __call__(self) -> tuple:
+        assert threading.current_thread() is not threading.main_thread()
+        while not self.gate.wait(0.01):
+            current_token().raise_if_cancelled()  # a read that notices cancellation
+        return (self.id, self.point)
+
+
+class Layer:
+    """Just enough of a napari layer for the slicer: request, response, loaded state."""
+
+    def __init__(self) -> None:
+        self.visible = True
+        self.gate = threading.Event()
+        self.applied: list = []
+        self.loaded = True
+        self._last = -1
+        self._n = 0
+
+    @property
+    def _slicing_state(self):
+        return self
+
+    def _make_slice_request(self, dims):
+        self._n += 1
+        return Request(self._n, tuple(dims.point), self.gate)
+
+    def _update_slice_response(self, response):
+        self.applied.append(response)
+
+    def _set_unloaded_slice_id(self, slice_id):
+        self._last, self.loaded = slice_id, False
+
+    def _update_loaded_slice_id(self, slice_id):
+        if slice_id == self._last:
+            self.loaded = True
+
+    def _slice_dims(self, dims, force=False):
+        self.applied.append(('sync', tuple(dims.point)))
+
+
+@pytest.fixture
+def slicer():
+    s = AsyncLayerSlicer()
+    yield s
+    s.shutdown()
+
+
+def wait_for(condition, timeout: float) -> bool:
+    """Poll ``condition`` until true or ``timeout`` seconds pass."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.005)
+    return True
+
+
+def dims_at(z: int) -> Dims:
+    return Dims(ndim=3, range=((0, 10, 1),) * 3, point=(z, 0, 0))
+
+
+def test_newer_request_replaces_pending_and_cancels_running(slicer):
+    layer = Layer()
+    first = slicer.submit(layers=[layer], dims=dims_at(1))
+    second = slicer.submit(layers=[layer], dims=dims_at(2))
+    third = slicer.submit(layers=[layer], dims=dims_at(3))
+    assert second.cancelled()  # never started, replaced by the third
+    assert isinstance(first.exception(timeout=5), SliceCancelled)  # stopped mid-read
+    layer.gate.set()
+    assert third.result(timeout=5)
+    slicer.wait_until_idle(timeout=5)
+    assert layer.applied == [(3, (3.0, 0.0, 0.0))]  # only the newest was applied
+    assert layer.loaded
+
+
+def test_identical_request_is_coalesced_unless_forced(slicer):
+    layer = Layer()
+    first = slicer.submit(layers=[layer], dims=dims_at(4))
+    assert slicer.submit(layers=[layer], dims=dims_at(4)) is first
+    forced = slicer.submit(layers=[layer], dims=dims_at(4), force=True)
+    assert forced is not first
+    layer.gate.set()
+    slicer.wait_until_idle(timeout=5)
+    assert [r[1] for r in layer.applied] == [(4.0, 0.0, 0.0)]
+
+
+def test_layers_are_independent(slicer):
+    slow, fast = Layer(), Layer()
+    fast.gate.set()
+    future = slicer.submit(layers=[slow, fast], dims=dims_at(2))
+    assert wait_for(lambda: fast.loaded, timeout=5)  # while the slow layer is still blocked
+    assert fast.applied and not slow.applied and fast.loaded and not slow.loaded
+    slow.gate.set()
+    assert len(future.result(timeout=5)) == 2
+
+
+def test_force_sync_makes_in_flight_responses_stale(slicer):
+    layer = Layer()
+    slicer.submit(layers=[layer], dims=dims_at(5))
+    with slicer.force_sync():
+        assert slicer.submit(layers=[layer], dims=dims_at(6)) is None
+    layer.gate.set()
+    slicer.wait_until_idle(timeout=5)
+    assert layer.applied == [('sync', (6.0, 0.0, 0.0))]
+    assert layer.loaded
+
+
+def test_shutdown_stops_blocked_reads_and_rejects_new_work():
+    slicer = AsyncLayerSlicer()
+    layer = Layer()
+    future = slicer.submit(layers=[layer], dims=dims_at(1))
+    slicer.shutdown()  # must not hang on the gated read
+    assert future.done()
+    with pytest.raises(RuntimeError):
+        slicer.submit(layers=[layer], dims=dims_at(2))
