@@ -9,8 +9,14 @@ from dataclasses import dataclass
 import pytest
 from napari.components import Dims
 
+from napari_async_slicing._options import SlicingOptions
 from napari_async_slicing._reading import SliceCancelled, current_token
 from napari_async_slicing.components._layer_slicer import AsyncLayerSlicer
+
+
+@dataclass(frozen=True)
+class SliceInput:
+    ndisplay: int
 
 
 @dataclass(frozen=True)
@@ -18,6 +24,7 @@ class Request:
     id: int
     point: tuple
     gate: threading.Event
+    slice_input: SliceInput = SliceInput(2)
 
     def __call__(self) -> tuple:
         assert threading.current_thread() is not threading.main_thread()
@@ -29,7 +36,8 @@ class Request:
 class Layer:
     """Just enough of a napari layer for the slicer: request, response, loaded state."""
 
-    def __init__(self) -> None:
+    def __init__(self, ndisplay: int = 2) -> None:
+        self.ndisplay = ndisplay
         self.visible = True
         self.gate = threading.Event()
         self.applied: list = []
@@ -43,7 +51,7 @@ class Layer:
 
     def _make_slice_request(self, dims):
         self._n += 1
-        return Request(self._n, tuple(dims.point), self.gate)
+        return Request(self._n, tuple(dims.point), self.gate, SliceInput(self.ndisplay))
 
     def _update_slice_response(self, response):
         self.applied.append(response)
@@ -134,3 +142,21 @@ def test_shutdown_stops_blocked_reads_and_rejects_new_work():
     assert future.done()
     with pytest.raises(RuntimeError):
         slicer.submit(layers=[layer], dims=dims_at(2))
+
+
+def test_heavy_work_never_starves_interactive_requests():
+    slicer = AsyncLayerSlicer(SlicingOptions(workers=1, heavy_slots=1))
+    try:
+        volumes = [Layer(ndisplay=3) for _ in range(3)]  # more heavy work than heavy slots
+        slicer.submit(layers=volumes, dims=dims_at(1))
+        plane = Layer()
+        plane.gate.set()
+        slicer.submit(layers=[plane], dims=dims_at(1))
+        assert wait_for(lambda: plane.loaded and plane.applied, timeout=5)
+        assert not any(v.loaded for v in volumes)
+        for v in volumes:
+            v.gate.set()
+        slicer.wait_until_idle(timeout=5)
+        assert all(v.loaded for v in volumes)
+    finally:
+        slicer.shutdown()

@@ -257,3 +257,27 @@ def test_one_step_runs_one_read(viewer, server, remote_volume, qtbot, monkeypatc
     assert len(runs) == 1
     layer.refresh()  # force: always runs again
     qtbot.waitUntil(lambda: len(runs) == 2 and layer.loaded, timeout=5000)
+
+
+def test_latency_log_records_every_request(make_napari_viewer, server, remote_volume, qtbot, tmp_path):
+    import json
+
+    import napari_async_slicing
+
+    log = tmp_path / 'latency.jsonl'
+    with napari_async_slicing.enabled(log=str(log)):
+        viewer = make_napari_viewer(show=True)
+        layer = add_remote(viewer, remote_volume, name='remote')
+        server.configure(latency=0.3)
+        step_to(viewer, 1)
+        qtbot.waitUntil(lambda: server.in_flight > 0, timeout=3000)
+        step_to(viewer, 9)  # cancels plane 1's read
+        qtbot.waitUntil(lambda: shown_plane(viewer, layer) == 9 and layer.loaded, timeout=5000)
+        viewer.close()
+    records = [json.loads(line) for line in log.read_text().splitlines()]
+    by_step = {r['step'][0]: r for r in records}
+    assert by_step[1]['outcome'] == 'cancelled'
+    final = by_step[9]
+    assert final['outcome'] == 'applied' and final['layer'] == 'remote'
+    assert 0 <= final['started_ms'] <= final['data_ready_ms'] <= final['applied_ms']
+    assert final['data_ready_ms'] >= 300  # at least one request latency

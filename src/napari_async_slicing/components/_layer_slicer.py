@@ -33,6 +33,7 @@ from napari.utils.events.event import EmitterGroup, Event
 from napari_async_slicing import _napari_compat as compat
 from napari_async_slicing._options import SlicingOptions
 from napari_async_slicing._reading import CancelToken, SliceCancelled, bound_token
+from napari_async_slicing.components._latency_log import LatencyLog
 from napari_async_slicing.layers import _slice
 
 logger = logging.getLogger(__name__)
@@ -56,6 +57,7 @@ class _Task:
     future: Future = field(default_factory=Future)
     token: CancelToken = field(default_factory=CancelToken)
     submitted: float = field(default_factory=time.perf_counter)
+    wall: float = field(default_factory=time.time)
     started: float | None = None
     data_ready: float | None = None
     response: Any = None
@@ -131,6 +133,7 @@ class AsyncLayerSlicer:
         self._notifier = _FailureNotifier()
         self._shut_down = False
         self.screenshot_timeout = self.options.screenshot_timeout
+        self._log = LatencyLog(self.options.log) if self.options.log else None
 
     # --- napari's _LayerSlicer API ---------------------------------------------------------
 
@@ -233,6 +236,8 @@ class AsyncLayerSlicer:
             self._disconnect_loaded(layer, state)
         compat.unmanage_all(self)
         self._done.clear()
+        if self._log is not None:
+            self._log.close()
         self.events.disconnect()
         self.events.ready.disconnect()
 
@@ -301,6 +306,12 @@ class AsyncLayerSlicer:
         """Cancel a task that never started."""
         task.future.cancel()
         self._in_flight.discard(task)
+        self._record(task, task.layer_ref(), 'dropped')
+
+    def _record(self, task: _Task, layer: Any, outcome: str) -> None:
+        if self._log is not None:
+            error = task.error if outcome == 'failed' else None
+            self._log.record(task, layer, outcome, error)
 
     def _start(self, task: _Task) -> None:
         executor = self._heavy if task.heavy else self._interactive
@@ -443,18 +454,22 @@ class AsyncLayerSlicer:
         if state is None:
             return
         if isinstance(task.error, SliceCancelled):
-            pass  # superseded; the newer request owns the loading state
+            outcome = 'cancelled'  # superseded; the newer request owns the loading state
         elif task.error is not None:
+            outcome = 'failed'
             compat.mark_loaded(layer, task.request_id)
             if task.request_id == state.latest_id and task.epoch == state.epoch:
                 self._report_failure(layer, task)
         elif task.epoch == state.epoch and task.request_id > state.shown_id:
+            outcome = 'applied'
             compat.update_slice_response(layer, task.response)
             state.shown_id = task.request_id
             compat.mark_loaded(layer, task.request_id)
             compat.refresh_after_apply(layer)
         else:
+            outcome = 'stale'
             compat.mark_loaded(layer, task.request_id)
+        self._record(task, layer, outcome)
 
     def _report_failure(self, layer: Any, task: _Task) -> None:
         error = task.error
