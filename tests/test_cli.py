@@ -64,7 +64,7 @@ def test_demo_headless_writes_screenshot_and_report(tmp_path, qapp):
     finally:
         napari_async_slicing.disable()
     report = json.loads((tmp_path / 'demo-report.json').read_text())
-    assert report['final_step'] == report['steps'] - 1 or report['final_step'] > 0
+    assert report['completed']  # every step was taken and the final plane was loaded
     assert report['server_requests'] > 0
     image = imread(str(tmp_path / 'demo.png'))
     assert image[..., :3].std() > 5

@@ -73,7 +73,7 @@ def _view(args: argparse.Namespace) -> int:
 
 def _demo(args: argparse.Namespace) -> int:
     import napari
-    from qtpy.QtCore import QTimer
+    from qtpy.QtCore import QEventLoop, QTimer
 
     import napari_async_slicing
     from napari_async_slicing._io import open_image
@@ -119,29 +119,39 @@ def _demo(args: argparse.Namespace) -> int:
             QTimer.singleShot(5, wait_loaded)
             return
         report['final_plane_after_last_step_s'] = round(time.perf_counter() - state['stopped'], 4)
-        app.quit()
+        finish()
 
-    app = napari.qt.get_qapp()
+    def finish() -> None:
+        # Everything that needs the window happens inside the loop.
+        if state.get('finished'):
+            return
+        state['finished'] = True
+        beat.stop()
+        gaps = state['gaps'][2:] or [0.0]
+        report.update(
+            steps=len(steps),
+            final_step=int(viewer.dims.current_step[0]),
+            completed=state['i'] == len(steps) and 'final_plane_after_last_step_s' in report,
+            max_main_thread_gap_ms=round(max(gaps) * 1000, 1),
+            wall_s=round(time.perf_counter() - t0, 2),
+            server_requests=server.requests,
+        )
+        args.out.mkdir(parents=True, exist_ok=True)
+        viewer.screenshot(str(shot), canvas_only=False)
+        (args.out / 'demo-report.json').write_text(json.dumps(report, indent=2))
+        viewer.close()
+        loop.quit()
+
+    shot = args.out / 'demo.png'
+    # A local event loop, not the application's: app.quit() has side effects (Qt 6 closes all
+    # windows) that outlive the demo when it runs inside another program or a test.
+    loop = QEventLoop()
     t0 = time.perf_counter()
     QTimer.singleShot(500, step)
-    QTimer.singleShot(60_000, app.quit)  # bound: never hang
-    app.exec_()
-    beat.stop()
-    gaps = state['gaps'][2:] or [0.0]
-    report.update(
-        steps=len(steps),
-        final_step=int(viewer.dims.current_step[0]),
-        max_main_thread_gap_ms=round(max(gaps) * 1000, 1),
-        wall_s=round(time.perf_counter() - t0, 2),
-        server_requests=server.requests,
-    )
-    args.out.mkdir(parents=True, exist_ok=True)
-    shot = args.out / 'demo.png'
-    viewer.screenshot(str(shot), canvas_only=False)
-    (args.out / 'demo-report.json').write_text(json.dumps(report, indent=2))
+    QTimer.singleShot(60_000, finish)  # bound: never hang
+    loop.exec()
     print(json.dumps(report, indent=2))
     print(f'demo: wrote {shot} and {args.out / "demo-report.json"}')
-    viewer.close()
     server.stop()
     return 0
 
