@@ -25,5 +25,9 @@ test: setup
 demo: setup
 	bash scripts/run-gui.sh $(VENV)/bin/napari-async-slicing demo $(DEMO_ARGS)
 
+bench:
+	$(MAKE) setup EXTRAS=test,bench
+	bash scripts/run-gui.sh $(VENV)/bin/napari-async-slicing bench $(BENCH_ARGS)
+
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info .pytest_cache

@@ -56,5 +56,7 @@ def slicer_threads() -> list[threading.Thread]:
 
 def vispy_data(viewer, layer) -> np.ndarray:
     """The array napari last handed to the layer's vispy node."""
-    node = viewer.window._qt_viewer.layer_to_visual[layer].node
-    return np.asarray(getattr(node, '_last_data', None) if hasattr(node, '_last_data') else node._data)
+    from napari_async_slicing._napari_compat import vispy_node
+
+    node = vispy_node(viewer, layer)
+    return np.asarray(node._last_data if hasattr(node, '_last_data') else node._data)

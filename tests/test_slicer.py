@@ -281,3 +281,23 @@ def test_latency_log_records_every_request(make_napari_viewer, server, remote_vo
     assert final['outcome'] == 'applied' and final['layer'] == 'remote'
     assert 0 <= final['started_ms'] <= final['data_ready_ms'] <= final['applied_ms']
     assert final['data_ready_ms'] >= 300  # at least one request latency
+
+
+def test_latency_readout_reflects_the_slicer(viewer, server, remote_volume, qtbot):
+    from napari_async_slicing._qt._latency_widget import LatencyWidget
+
+    layer = add_remote(viewer, remote_volume, name='remote')
+    server.configure(latency=0.2)
+    step_to(viewer, 1)
+    qtbot.waitUntil(lambda: server.in_flight > 0, timeout=3000)
+    widget = LatencyWidget(viewer)
+    qtbot.addWidget(widget)
+    assert viewer._layer_slicer.stats()[0]['in_flight'] == 1
+    step_to(viewer, 9)  # cancels plane 1's read
+    qtbot.waitUntil(lambda: shown_plane(viewer, layer) == 9 and layer.loaded, timeout=5000)
+    (row,) = viewer._layer_slicer.stats()
+    assert row['layer'] == 'remote' and row['in_flight'] == 0
+    assert row['cancelled'] >= 1 and row['applied'] >= 1
+    assert row['last_ms'] >= 200  # at least one request latency
+    widget.refresh()
+    assert 'remote' in widget.label.text()

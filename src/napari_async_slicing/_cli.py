@@ -38,6 +38,8 @@ def _parser() -> argparse.ArgumentParser:
 
     sub.add_parser('serve', help='serve zarr data over HTTP on 127.0.0.1 (testing server)',
                    add_help=False)
+    sub.add_parser('bench', help='napari sync vs napari async vs ours, side by side (S1-S5)',
+                   add_help=False)
     return parser
 
 
@@ -47,6 +49,10 @@ def main(argv: list[str] | None = None) -> int:
         from napari_async_slicing.testing import serve_main
 
         return serve_main(argv[1:])
+    if argv[:1] == ['bench']:
+        from napari_async_slicing._bench import bench_main
+
+        return bench_main(argv[1:])
     args = _parser().parse_args(argv)
     if args.command == 'view':
         return _view(args)
@@ -85,6 +91,10 @@ def _demo(args: argparse.Namespace) -> int:
     data, kwargs = open_image(server.url_for(path.name))
     viewer = napari.Viewer(title='napari-async-slicing demo')
     layer = viewer.add_image(data, **kwargs)
+    from napari_async_slicing._qt._latency_widget import LatencyWidget
+
+    readout = LatencyWidget(viewer)
+    viewer.window.add_dock_widget(readout, name='slicing latency', area='right')
     print(f'demo: serving {path.name} at {server.url} with {args.latency * 1000:.0f} ms per request')
     if not args.headless:
         napari.run()
@@ -137,6 +147,8 @@ def _demo(args: argparse.Namespace) -> int:
             server_requests=server.requests,
         )
         args.out.mkdir(parents=True, exist_ok=True)
+        readout.refresh()
+        report['readout'] = readout.label.text().splitlines()
         viewer.screenshot(str(shot), canvas_only=False)
         (args.out / 'demo-report.json').write_text(json.dumps(report, indent=2))
         viewer.close()

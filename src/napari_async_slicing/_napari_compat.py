@@ -25,6 +25,19 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from napari.layers import Layer
 
+# --- viewers -----------------------------------------------------------------------------
+
+
+def layer_slicer(viewer: Any) -> Any:
+    """The slicer a viewer (``Viewer`` or ``ViewerModel``) uses."""
+    return viewer._layer_slicer
+
+
+def vispy_node(viewer: Any, layer: Any) -> Any:
+    """The vispy node napari hands a layer's sliced data to (for measuring what is shown)."""
+    return viewer.window._qt_viewer.layer_to_visual[layer].node
+
+
 # --- layers ------------------------------------------------------------------------------
 
 

@@ -20,7 +20,9 @@ def sync_slicing(viewer: Any) -> Iterator[None]:
 
     Works with napari's own slicer too (it then uses napari's ``force_sync``).
     """
-    slicer = viewer._layer_slicer
+    from napari_async_slicing._napari_compat import layer_slicer
+
+    slicer = layer_slicer(viewer)
     block = slicer.sync_slicing() if hasattr(slicer, 'sync_slicing') else slicer.force_sync()
     with block:
         yield

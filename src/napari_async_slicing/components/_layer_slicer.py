@@ -34,6 +34,7 @@ from napari_async_slicing import _napari_compat as compat
 from napari_async_slicing._options import SlicingOptions
 from napari_async_slicing._reading import CancelToken, SliceCancelled, bound_token
 from napari_async_slicing.components._latency_log import LatencyLog
+from napari_async_slicing.components._stats import LayerStats
 from napari_async_slicing.layers import _slice
 
 logger = logging.getLogger(__name__)
@@ -73,6 +74,7 @@ class _LayerState:
     #: Bumped by synchronous slicing so responses from before it are never applied.
     epoch: int = 0
     loaded_callback: Callable[[], None] | None = None
+    stats: LayerStats | None = None
 
 
 class _FailureNotifier:
@@ -241,6 +243,21 @@ class AsyncLayerSlicer:
         self.events.disconnect()
         self.events.ready.disconnect()
 
+    def stats(self) -> list[dict]:
+        """Per-layer latency (last, p50, p95 in ms), requests in flight and outcome counts."""
+        with self._lock:
+            in_flight: dict[Any, int] = {}
+            for task in self._in_flight:
+                layer = task.layer_ref()
+                in_flight[layer] = in_flight.get(layer, 0) + 1
+            states = list(self._states.items())
+        rows = []
+        for layer, state in states:
+            stats = state.stats or LayerStats(getattr(layer, 'name', type(layer).__name__))
+            stats.name = getattr(layer, 'name', stats.name)
+            rows.append(stats.summary(in_flight.get(layer, 0)))
+        return rows
+
     # --- hooks for the Qt side ---------------------------------------------------------------
 
     def attach_main_thread(self) -> None:
@@ -309,6 +326,11 @@ class AsyncLayerSlicer:
         self._record(task, task.layer_ref(), 'dropped')
 
     def _record(self, task: _Task, layer: Any, outcome: str) -> None:
+        state = self._states.get(layer) if layer is not None else None
+        if state is not None:
+            if state.stats is None:
+                state.stats = LayerStats(getattr(layer, 'name', type(layer).__name__))
+            state.stats.add(outcome, task.submitted)
         if self._log is not None:
             error = task.error if outcome == 'failed' else None
             self._log.record(task, layer, outcome, error)

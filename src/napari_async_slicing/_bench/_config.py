@@ -1,0 +1,136 @@
+"""Modes, scenario parameters and the metric catalogue of the benchmark."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+#: The three slicing modes compared side by side, in table order.
+MODES: tuple[str, ...] = ('napari-sync', 'napari-async', 'ours')
+MODE_TITLES: dict[str, str] = {
+    'napari-sync': 'napari sync',
+    'napari-async': 'napari async',
+    'ours': 'ours',
+}
+
+#: Scenarios that are measured; S3 and S6 are listed in the table as "n/a" until issue 7
+#: (progressive multiscale, chunk cache and prefetch) exists.
+SCENARIOS: tuple[str, ...] = ('S1', 'S2', 'S4', 'S5')
+TODO_SCENARIOS: tuple[str, ...] = ('S3', 'S6')
+
+SCENARIO_TITLES: dict[str, str] = {
+    'S1': 'S1 remote scrub',
+    'S2': 'S2 mixed remote + numpy',
+    'S3': 'S3 multiscale OME-Zarr',
+    'S4': 'S4 in-memory single slice (NAP-4 G3)',
+    'S5': 'S5 25 requests in 1 s (NAP-4 G3)',
+    'S6': 'S6 revisit / neighbour after pause',
+}
+
+
+@dataclass(frozen=True)
+class Metric:
+    key: str
+    label: str
+    unit: str  # 'ms', 'x', '' (count)
+    lower_is_better: bool = True
+
+
+#: Rows of the table, per scenario, in order.
+METRICS: dict[str, tuple[Metric, ...]] = {
+    'S1': (
+        Metric('max_gap_ms', 'max main-thread gap', 'ms'),
+        Metric('stall_ms', 'total stall over 16 ms', 'ms'),
+        Metric('planes_applied', 'planes applied (distinct planes vispy showed)', '', False),
+        Metric('final_latency_ms', 'final-plane latency after last step', 'ms'),
+        Metric('final_latency_ratio', 'final latency / request latency', 'x'),
+        Metric('chunk_requests', 'HTTP chunk requests', ''),
+        Metric('idle_max_gap_ms', 'reference: max gap while idle before the scrub', 'ms'),
+    ),
+    'S2': (
+        Metric('numpy_median_ms', 'numpy layer shows each step: median', 'ms'),
+        Metric('numpy_max_ms', 'numpy layer shows each step: max', 'ms'),
+        Metric('numpy_steps_shown', 'steps the numpy layer showed', '', False),
+        Metric('remote_final_latency_ms', 'remote layer final-plane latency', 'ms'),
+        Metric('max_gap_ms', 'max main-thread gap', 'ms'),
+    ),
+    'S3': (
+        Metric('first_pixels_ms', 'time to first pixels after a step', 'ms'),
+        Metric('full_res_ms', 'time to full resolution after a step', 'ms'),
+    ),
+    'S4': (
+        Metric('latency_median_ms', 'one step until vispy holds it: median', 'ms'),
+        Metric('latency_max_ms', 'one step until vispy holds it: max', 'ms'),
+    ),
+    'S5': (
+        Metric('last_latency_ms', 'latency of the last of 25 requests', 'ms'),
+        Metric('max_gap_ms', 'max main-thread gap', 'ms'),
+    ),
+    'S6': (
+        Metric('revisit_ms', 'revisit a plane just seen', 'ms'),
+        Metric('neighbour_ms', 'neighbour after a pause (prefetch hit)', 'ms'),
+    ),
+}
+
+#: Volume sizes (sample_data('volume', size)) and the in-memory sizes that go with them.
+SIZES: dict[str, dict[str, Any]] = {
+    'tiny': {'memory_shape': (12, 64, 64), 'mixed_shape': (12, 16, 16)},
+    'small': {'memory_shape': (50, 512, 512), 'mixed_shape': (50, 128, 128)},
+    's1': {'memory_shape': (100, 1024, 1024), 'mixed_shape': (200, 256, 256)},
+}
+
+
+@dataclass
+class BenchSpec:
+    """Everything one mode's subprocess needs (JSON-serialisable)."""
+
+    scenarios: list[str] = field(default_factory=lambda: list(SCENARIOS))
+    repeat: int = 3
+    latency: float = 0.1  # seconds per HTTP request
+    size: str = 's1'  # sample volume size for S1/S2
+    volume_url: str = ''  # set by the runner (HTTP server in the parent process)
+    volume_shape: tuple[int, int, int] = (200, 1024, 1024)
+    store: str = 'fsspec'
+    steps: int = 25  # S1/S2/S5 steps
+    step_interval_ms: int = 40
+    single_steps: int = 20  # S4 steps
+    memory_shape: tuple[int, int, int] = (100, 1024, 1024)  # S4/S5 numpy image
+    mixed_shape: tuple[int, int, int] = (200, 256, 256)  # S2 numpy layer (float32, plane z == z)
+    heartbeat_ms: int = 3
+    scenario_timeout_s: float = 60.0  # bound on one repetition of one scenario
+    window_size: tuple[int, int] = (1024, 800)
+    fresh_viewer: bool = True  # False: one viewer per mode process, emptied between repetitions
+    profile_gaps: bool = False
+    latency_log: bool = False  # 'ours' only: write our slicer's latency log (stage breakdown)
+    keep_timeline: bool = True
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> BenchSpec:
+        names = {f.name for f in dataclasses.fields(cls)}
+        kwargs = {k: v for k, v in data.items() if k in names}
+        for k in ('volume_shape', 'memory_shape', 'mixed_shape', 'window_size'):
+            if k in kwargs:
+                kwargs[k] = tuple(kwargs[k])
+        return cls(**kwargs)
+
+    @classmethod
+    def make(cls, *, quick: bool = False, size: str | None = None, **overrides: Any) -> BenchSpec:
+        """Defaults for a full run, or ``quick`` ones (small volume, fewer steps)."""
+        size = size or ('small' if quick else 's1')
+        if size not in SIZES:
+            raise ValueError(f'size must be one of {sorted(SIZES)}, not {size!r}')
+        base: dict[str, Any] = {'size': size, **SIZES[size]}
+        if quick:
+            base.update(single_steps=8, scenario_timeout_s=30.0)
+        if size == 'tiny':
+            base.update(steps=10, scenario_timeout_s=20.0)
+        base.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**base)
+
+    def mode_timeout_s(self) -> float:
+        """Bound on a whole mode subprocess: start-up plus every repetition's own bound."""
+        return 60.0 + self.repeat * len(self.scenarios) * self.scenario_timeout_s

@@ -1,0 +1,354 @@
+"""Instruments that run inside a viewer process: a main-thread heartbeat, a watch on the data
+vispy holds for a layer, an optional stall sampler, and bounded Qt event-loop helpers.
+
+All timestamps are ``time.perf_counter()`` seconds.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import sys
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from napari_async_slicing.testing import which_plane
+
+now = time.perf_counter
+
+
+# -- Qt loop helpers -------------------------------------------------------------------------------
+
+
+def run_for(seconds: float) -> None:
+    """Run the Qt event loop for ``seconds`` (timers, paints and queued signals all run)."""
+    from qtpy.QtCore import QEventLoop, QTimer
+
+    loop = QEventLoop()
+    QTimer.singleShot(max(0, int(seconds * 1000)), loop.quit)
+    loop.exec_()
+
+
+def run_until(predicate: Callable[[], bool], timeout: float, poll_ms: int = 2) -> bool:
+    """Run the Qt event loop until ``predicate()`` is true or ``timeout`` seconds pass."""
+    from qtpy.QtCore import QEventLoop, QTimer
+
+    if predicate():
+        return True
+    loop = QEventLoop()
+    deadline = now() + timeout
+    result = {'ok': False}
+
+    def check() -> None:
+        if predicate():
+            result['ok'] = True
+            loop.quit()
+        elif now() >= deadline:
+            loop.quit()
+
+    poll = QTimer()
+    poll.timeout.connect(check)
+    poll.start(poll_ms)
+    loop.exec_()
+    poll.stop()
+    return result['ok']
+
+
+# -- identifying planes ----------------------------------------------------------------------------
+
+
+def _as_2d(data: Any) -> np.ndarray | None:
+    arr = np.asarray(data)
+    while arr.ndim > 2 and arr.shape[0] == 1:
+        arr = arr[0]
+    return arr if arr.ndim == 2 and arr.size else None
+
+
+def _stride(arr: np.ndarray, max_side: int = 64) -> int:
+    level = 0
+    while max(arr.shape) > max_side << level:
+        level += 1
+    return level
+
+
+def pattern_plane(data: Any) -> int | None:
+    """Which sample-volume plane ``data`` is (``testing.which_plane``, on a regular subgrid).
+
+    Checking every 2**k-th row and column is exactly ``which_plane`` at level ``k``, so it stays
+    cheap (at most 64×64 values compared) on the main thread.
+    """
+    arr = _as_2d(data)
+    if arr is None:
+        return None
+    level = _stride(arr)
+    step = 2**level
+    return which_plane(arr[::step, ::step], level=level)
+
+
+def constant_plane(data: Any) -> int | None:
+    """For a volume whose plane ``z`` is constant ``z``: which plane ``data`` is."""
+    arr = _as_2d(data)
+    if arr is None:
+        return None
+    step = 2 ** _stride(arr)
+    grid = arr[::step, ::step]
+    first = grid.flat[0]
+    if not np.isfinite(first) or first != int(first) or not np.all(grid == first):
+        return None
+    return int(first)
+
+
+def constant_volume(shape: tuple[int, int, int], dtype: Any = np.float32) -> np.ndarray:
+    data = np.empty(shape, dtype=dtype)
+    for z in range(shape[0]):
+        data[z] = z
+    return data
+
+
+def pattern_volume(shape: tuple[int, int, int]) -> np.ndarray:
+    """An in-memory uint16 volume with the sample data's recognisable planes."""
+    from napari_async_slicing.testing import expected_plane
+
+    base = expected_plane(shape, 0)
+    data = np.empty(shape, dtype=np.uint16)
+    for z in range(shape[0]):
+        np.add(base, np.uint16(64 * z), out=data[z])
+    return data
+
+
+# -- heartbeat -------------------------------------------------------------------------------------
+
+
+class Heartbeat:
+    """A main-thread QTimer that records the time of every tick; gaps are what froze the UI."""
+
+    def __init__(self, interval_ms: int = 3) -> None:
+        from qtpy.QtCore import Qt, QTimer
+
+        self.interval_ms = interval_ms
+        self.beats: list[float] = []
+        self.last = now()
+        self.hooks: list[Callable[[float], None]] = []
+        self._timer = QTimer()
+        self._timer.setTimerType(Qt.TimerType.PreciseTimer)
+        self._timer.timeout.connect(self._beat)
+
+    def start(self) -> Heartbeat:
+        self.last = now()
+        self.beats.append(self.last)
+        self._timer.start(self.interval_ms)
+        return self
+
+    def stop(self) -> None:
+        self._timer.stop()
+
+    def _beat(self) -> None:
+        t = now()
+        self.last = t
+        self.beats.append(t)
+        for hook in self.hooks:
+            hook(t)
+
+    def gaps(self, t0: float, t1: float) -> list[tuple[float, float]]:
+        """``(end_time, gap_seconds)`` for every gap that ends within ``[t0, t1]``.
+
+        A gap that ends after ``t1`` but began before it is included too (the freeze happened in
+        the window); so is the gap up to "now" if the main thread has not beaten since.
+        """
+        beats = self.beats
+        out = []
+        prev = None
+        for t in beats:
+            if prev is not None and t >= t0 and (t <= t1 or prev < t1):
+                out.append((t, t - prev))
+            prev = t
+            if t > t1:
+                break
+        return out
+
+
+def run_until_quiet(heartbeat: Heartbeat, quiet: float = 0.2, max_gap: float = 0.012,
+                    timeout: float = 3.0) -> bool:
+    """Run the event loop until the main thread had no gap above ``max_gap`` for ``quiet`` s."""
+    start = now()
+
+    def calm() -> bool:
+        t = now()
+        if t - start < quiet:
+            return False
+        return all(g <= max_gap for _, g in heartbeat.gaps(t - quiet, t))
+
+    return run_until(calm, timeout, poll_ms=10)
+
+
+def gap_stats(gaps: list[tuple[float, float]], frame_s: float = 0.016) -> dict[str, float]:
+    values = [g for _, g in gaps] or [0.0]
+    return {
+        'max_gap_ms': max(values) * 1000,
+        'stall_ms': sum(g - frame_s for g in values if g > frame_s) * 1000,
+        'gaps_over_16ms': float(sum(1 for g in values if g > frame_s)),
+    }
+
+
+# -- what vispy holds ------------------------------------------------------------------------------
+
+
+class PlaneWatch:
+    """Records every plane handed to the vispy node of ``layer`` (time, plane).
+
+    Two observers, deduplicated by the identity of the node's data array: a listener on
+    ``layer.events.set_data`` connected last (so it runs after napari's vispy layer updated the
+    node), and a heartbeat hook that notices any other way the node's data changed.
+    """
+
+    def __init__(self, viewer: Any, layer: Any, identify: Callable[[Any], int | None],
+                 heartbeat: Heartbeat | None = None) -> None:
+        self.viewer = viewer
+        self.layer = layer
+        self.identify = identify
+        self.records: list[tuple[float, int | None]] = []
+        self._last_id: int | None = None
+        self._last_obj: Any = None
+        layer.events.set_data.connect(self._on_set_data, position='last')
+        if heartbeat is not None:
+            heartbeat.hooks.append(self._poll)
+        self._poll(now())
+
+    def node_data(self) -> Any:
+        from napari_async_slicing._napari_compat import vispy_node
+
+        return vispy_node(self.viewer, self.layer)._data
+
+    def _on_set_data(self, event: Any = None) -> None:
+        self._poll(now())
+
+    def _poll(self, t: float) -> None:
+        try:
+            data = self.node_data()
+        except (KeyError, AttributeError):
+            return
+        if data is None or data is self._last_obj:
+            return
+        self._last_obj = data
+        plane = self.identify(data)
+        self.records.append((t, plane))
+
+    @property
+    def current(self) -> int | None:
+        return self.records[-1][1] if self.records else None
+
+    def first_time_at_or_after(self, plane: int, t0: float, order: list[int] | None = None) -> float | None:
+        """First time after ``t0`` vispy held ``plane`` (or, with ``order``, any later plane in it)."""
+        accept = {plane}
+        if order is not None and plane in order:
+            accept = set(order[order.index(plane):])
+        for t, p in self.records:
+            if t >= t0 and p in accept:
+                return t
+        return None
+
+    def full_check(self, plane: int, exact: Callable[[Any], int | None]) -> bool:
+        """Check the whole node array (not just the subgrid) is ``plane``."""
+        try:
+            return exact(self.node_data()) == plane
+        except (KeyError, AttributeError):
+            return False
+
+    def disconnect(self) -> None:
+        try:
+            self.layer.events.set_data.disconnect(self._on_set_data)
+        except Exception:  # noqa: BLE001 - the layer may already be gone
+            pass
+
+
+def exact_pattern_plane(data: Any) -> int | None:
+    arr = _as_2d(data)
+    return None if arr is None else which_plane(arr)
+
+
+# -- stall sampler ---------------------------------------------------------------------------------
+
+
+class StallSampler(threading.Thread):
+    """While the main thread has not beaten for ``threshold`` seconds, sample its Python stack.
+
+    Only active between :meth:`arm` and :meth:`disarm`. The result says where main-thread stalls
+    are spent: per function, inclusive sample counts, and the most frequent stacks.
+    """
+
+    def __init__(self, heartbeat: Heartbeat, threshold: float = 0.010, period: float = 0.002) -> None:
+        super().__init__(name='bench-stall-sampler', daemon=True)
+        self.heartbeat = heartbeat
+        self.threshold = threshold
+        self.period = period
+        self.main_id = threading.main_thread().ident
+        self.samples = 0
+        self.inclusive: collections.Counter[str] = collections.Counter()
+        self.innermost: collections.Counter[str] = collections.Counter()
+        self.stacks: collections.Counter[tuple[str, ...]] = collections.Counter()
+        self.others: collections.Counter[str] = collections.Counter()
+        self._armed = threading.Event()
+        self._stop = threading.Event()
+
+    IN_QT = '[no Python frame: Qt C++ (paint, layout, X11) or waiting for the GIL]'
+    _LOOP_FRAMES = ('_bench/_probe.py:run_for', '_bench/_probe.py:run_until')
+
+    def arm(self) -> None:
+        self._armed.set()
+
+    def disarm(self) -> None:
+        self._armed.clear()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    @staticmethod
+    def _frame_name(frame: Any) -> str:
+        code = frame.f_code
+        path = code.co_filename
+        for marker in ('site-packages' + os.sep, 'src' + os.sep, 'lib' + os.sep):
+            if marker in path:
+                path = path.rsplit(marker, 1)[1]
+                break
+        return f'{path}:{code.co_name}'
+
+    def run(self) -> None:
+        while not self._stop.wait(self.period):
+            if not self._armed.is_set() or now() - self.heartbeat.last < self.threshold:
+                continue
+            frames = sys._current_frames()
+            frame = frames.get(self.main_id)
+            if frame is None:
+                continue
+            names = []
+            while frame is not None:
+                names.append(self._frame_name(frame))
+                frame = frame.f_back
+            if names[0].endswith(self._LOOP_FRAMES):
+                # No Python frame above our event loop: Qt's C++ (painting, layout, X11) or the
+                # main thread waiting for the GIL. Note what the other threads were running.
+                names.insert(0, self.IN_QT)
+                me = threading.get_ident()
+                for ident, other in frames.items():
+                    if ident not in (self.main_id, me):
+                        self.others[self._frame_name(other)] += 1
+            self.samples += 1
+            self.innermost[names[0]] += 1
+            for name in set(names):
+                self.inclusive[name] += 1
+            self.stacks[tuple(names[:12])] += 1
+
+    def summary(self, top: int = 25) -> dict[str, Any]:
+        return {
+            'samples': self.samples,
+            'period_ms': self.period * 1000,
+            'threshold_ms': self.threshold * 1000,
+            'inclusive': self.inclusive.most_common(top),
+            'innermost': self.innermost.most_common(top),
+            'stacks': [[list(s), n] for s, n in self.stacks.most_common(8)],
+            'other_threads_when_in_qt': self.others.most_common(top),
+        }

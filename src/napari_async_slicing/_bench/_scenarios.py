@@ -1,0 +1,347 @@
+"""The scenarios, run inside one mode's process on a real, shown napari viewer.
+
+Each function takes the spec, builds a fresh viewer, measures, closes the viewer and returns
+``(metrics, extra)``: ``metrics`` are the table's numbers, ``extra`` holds timelines and windows.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from napari_async_slicing._bench._config import BenchSpec
+from napari_async_slicing._bench._probe import (
+    Heartbeat,
+    PlaneWatch,
+    StallSampler,
+    constant_plane,
+    constant_volume,
+    exact_pattern_plane,
+    gap_stats,
+    now,
+    pattern_plane,
+    pattern_volume,
+    run_for,
+    run_until,
+    run_until_quiet,
+)
+
+
+class ScenarioTimeout(RuntimeError):
+    pass
+
+
+class Context:
+    """Per-process state shared by the scenarios (data built once, the heartbeat, the sampler)."""
+
+    def __init__(self, spec: BenchSpec) -> None:
+        self.spec = spec
+        self.heartbeat = Heartbeat(spec.heartbeat_ms).start()
+        self.sampler: StallSampler | None = None
+        if spec.profile_gaps:
+            self.sampler = StallSampler(self.heartbeat)
+            self.sampler.start()
+        self.viewer: Any = None
+        self._memory: Any = None
+        self._mixed: Any = None
+
+    @property
+    def memory_volume(self) -> Any:
+        if self._memory is None:
+            self._memory = pattern_volume(self.spec.memory_shape)
+        return self._memory
+
+    @property
+    def mixed_volume(self) -> Any:
+        if self._mixed is None:
+            self._mixed = constant_volume(self.spec.mixed_shape)
+        return self._mixed
+
+    def close_viewer(self) -> None:
+        if self.viewer is not None:
+            self.viewer.close()
+            self.viewer = None
+            run_for(0.05)
+
+    def close(self) -> None:
+        self.close_viewer()
+        self.heartbeat.stop()
+        if self.sampler is not None:
+            self.sampler.stop()
+
+
+@contextmanager
+def _viewer(ctx: Context) -> Iterator[Any]:
+    """The process's viewer (or a fresh one with ``spec.fresh_viewer``), emptied afterwards."""
+    import napari
+
+    spec = ctx.spec
+    if ctx.viewer is None:
+        ctx.viewer = napari.Viewer(show=True, title='napari-async-slicing bench')
+        try:
+            ctx.viewer.window.resize(*spec.window_size)
+        except Exception:  # noqa: BLE001 - size is cosmetic
+            pass
+    viewer = ctx.viewer
+    try:
+        yield viewer
+    finally:
+        if spec.fresh_viewer:
+            ctx.close_viewer()
+        else:
+            viewer.layers.clear()
+            run_for(0.05)
+
+
+def _remote_layer(viewer: Any, spec: BenchSpec, scenario: str) -> Any:
+    from napari_async_slicing.testing import open_remote_array
+
+    array = open_remote_array(spec.volume_url, store=spec.store)
+    return viewer.add_image(array, name=f'{scenario} remote', contrast_limits=(0, 65535))
+
+
+def _steps(nz: int, count: int) -> list[int]:
+    """``count`` distinct planes after plane 0, evenly spread like a slider drag."""
+    count = min(count, nz - 1)
+    stride = max(1, (nz - 1) // count)
+    return [min(nz - 1, (i + 1) * stride) for i in range(count)]
+
+
+def _settle(ctx: Context, watch: PlaneWatch, plane: int, what: str) -> None:
+    if not run_until(lambda: watch.current == plane, ctx.spec.scenario_timeout_s / 2):
+        raise ScenarioTimeout(f'{what}: vispy never showed the initial plane {plane} '
+                              f'(shows {watch.current})')
+    # A new window paints and lays itself out for a while: start once the main thread is calm.
+    run_until_quiet(ctx.heartbeat)
+
+
+def _scrub(ctx: Context, viewer: Any, steps: list[int], interval_ms: int) -> list[float]:
+    """Drive ``steps`` from a repeating QTimer; return the time each step was set."""
+    from qtpy.QtCore import Qt, QTimer
+
+    times: list[float] = []
+    timer = QTimer()
+    timer.setTimerType(Qt.TimerType.PreciseTimer)
+
+    def tick() -> None:
+        i = len(times)
+        if i >= len(steps):
+            timer.stop()
+            return
+        times.append(now())
+        viewer.dims.set_current_step(0, steps[i])
+        if len(times) == len(steps):
+            timer.stop()
+
+    timer.timeout.connect(tick)
+    tick()
+    timer.start(interval_ms)
+    deadline = ctx.spec.scenario_timeout_s / 2
+    if not run_until(lambda: len(times) == len(steps), deadline):
+        timer.stop()
+        raise ScenarioTimeout(f'scrub did not finish ({len(times)}/{len(steps)} steps)')
+    return times
+
+
+def _arm(ctx: Context) -> None:
+    if ctx.sampler is not None:
+        ctx.sampler.arm()
+
+
+def _disarm(ctx: Context) -> None:
+    if ctx.sampler is not None:
+        ctx.sampler.disarm()
+
+
+def _wait_final(ctx: Context, watch: PlaneWatch, plane: int, t_last: float, what: str) -> float:
+    ok = run_until(lambda: watch.first_time_at_or_after(plane, t_last) is not None,
+                   ctx.spec.scenario_timeout_s / 2)
+    if not ok:
+        raise ScenarioTimeout(f'{what}: vispy never showed the final plane {plane} '
+                              f'(shows {watch.current})')
+    t = watch.first_time_at_or_after(plane, t_last)
+    assert t is not None
+    return t
+
+
+def _since(records: list[tuple[float, int | None]], t0: float) -> list[tuple[float, int | None]]:
+    """``records`` from the last one before ``t0`` on."""
+    before = [i for i, (t, _) in enumerate(records) if t < t0]
+    return records[before[-1] if before else 0:]
+
+
+def _timeline(watch: PlaneWatch, heartbeat: Heartbeat, steps: list[int], times: list[float],
+              t0: float, t1: float) -> dict[str, Any]:
+    return {
+        't0': t0,
+        'steps': [[t - t0, z] for t, z in zip(times, steps)],
+        # What vispy held when the scrub began, then every change during it.
+        'shown': [[max(t - t0, -0.05), p] for t, p in _since(watch.records, t0) if t <= t1],
+        'gaps': [[t - t0, g * 1000] for t, g in heartbeat.gaps(t0 - 0.2, t1)],
+    }
+
+
+# -- S1 / S2: remote scrub -------------------------------------------------------------------------
+
+
+def scenario_s1(ctx: Context) -> tuple[dict[str, float], dict[str, Any]]:
+    spec = ctx.spec
+    hb = ctx.heartbeat
+    with _viewer(ctx) as viewer:
+        layer = _remote_layer(viewer, spec, 'S1')
+        watch = PlaneWatch(viewer, layer, pattern_plane, hb)
+        viewer.dims.set_current_step(0, 0)
+        _settle(ctx, watch, 0, 'S1')
+        t_idle = now()
+        run_for(0.25)
+        idle = gap_stats(hb.gaps(t_idle, now()))
+        steps = _steps(spec.volume_shape[0], spec.steps)
+        _arm(ctx)
+        times = _scrub(ctx, viewer, steps, spec.step_interval_ms)
+        t_final = _wait_final(ctx, watch, steps[-1], times[-1], 'S1')
+        run_for(0.1)
+        _disarm(ctx)
+        t_end = t_final + 0.1
+        correct = watch.full_check(steps[-1], exact_pattern_plane)
+        watch.disconnect()
+    gaps = gap_stats(hb.gaps(times[0], t_end))
+    shown = {p for t, p in watch.records if times[0] <= t <= t_end and p is not None and p != 0}
+    final_ms = (t_final - times[-1]) * 1000
+    metrics = {
+        'max_gap_ms': gaps['max_gap_ms'],
+        'stall_ms': gaps['stall_ms'],
+        'planes_applied': float(len(shown)),
+        'final_latency_ms': final_ms,
+        'final_latency_ratio': final_ms / (spec.latency * 1000) if spec.latency > 0 else float('nan'),
+        'idle_max_gap_ms': idle['max_gap_ms'],
+    }
+    extra = {
+        'window': [times[0], t_end],  # perf_counter; the runner counts HTTP requests in it
+        'final_plane_correct': correct,
+        'older_after_newer': _older_after_newer(watch, steps, times[0], t_end),
+        'timeline': _timeline(watch, hb, steps, times, times[0], t_end) if spec.keep_timeline else None,
+    }
+    return metrics, extra
+
+
+def _older_after_newer(watch: PlaneWatch, steps: list[int], t0: float, t1: float) -> int:
+    """How often vispy went back to a plane requested earlier than the one it showed."""
+    order = {z: i for i, z in enumerate(steps)}
+    best = -1
+    count = 0
+    for t, p in watch.records:
+        if not t0 <= t <= t1 or p not in order:
+            continue
+        if order[p] < best:
+            count += 1
+        best = max(best, order[p])
+    return count
+
+
+def scenario_s2(ctx: Context) -> tuple[dict[str, float], dict[str, Any]]:
+    spec = ctx.spec
+    hb = ctx.heartbeat
+    nz = min(spec.volume_shape[0], spec.mixed_shape[0])
+    scale = spec.volume_shape[1] / spec.mixed_shape[1]
+    with _viewer(ctx) as viewer:
+        remote = _remote_layer(viewer, spec, 'S2')
+        local = viewer.add_image(ctx.mixed_volume[:nz], name='S2 numpy', scale=(1, scale, scale),
+                                 contrast_limits=(0, nz), blending='additive', opacity=0.5)
+        w_remote = PlaneWatch(viewer, remote, pattern_plane, hb)
+        w_local = PlaneWatch(viewer, local, constant_plane, hb)
+        viewer.dims.set_current_step(0, 0)
+        _settle(ctx, w_remote, 0, 'S2 remote')
+        _settle(ctx, w_local, 0, 'S2 numpy')
+        steps = _steps(nz, spec.steps)
+        _arm(ctx)
+        times = _scrub(ctx, viewer, steps, spec.step_interval_ms)
+        t_final = _wait_final(ctx, w_remote, steps[-1], times[-1], 'S2 remote')
+        _wait_final(ctx, w_local, steps[-1], times[-1], 'S2 numpy')
+        run_for(0.1)
+        _disarm(ctx)
+        t_end = max(t_final, w_local.records[-1][0]) + 0.1
+        w_remote.disconnect()
+        w_local.disconnect()
+    # Time until the numpy layer shows step i, or a newer step (an older step may be superseded).
+    lat = []
+    for z, t in zip(steps, times):
+        shown = w_local.first_time_at_or_after(z, t, order=steps)
+        lat.append((shown - t) * 1000 if shown is not None else float('nan'))
+    valid = [v for v in lat if v == v]
+    shown_steps = {p for t, p in w_local.records if times[0] <= t <= t_end and p in set(steps)}
+    gaps = gap_stats(hb.gaps(times[0], t_end))
+    metrics = {
+        'numpy_median_ms': statistics.median(valid) if valid else float('nan'),
+        'numpy_max_ms': max(valid) if valid else float('nan'),
+        'numpy_steps_shown': float(len(shown_steps)),
+        'remote_final_latency_ms': (t_final - times[-1]) * 1000,
+        'max_gap_ms': gaps['max_gap_ms'],
+    }
+    extra = {'window': [times[0], t_end], 'numpy_latency_ms': lat}
+    return metrics, extra
+
+
+# -- S4 / S5: in-memory ----------------------------------------------------------------------------
+
+
+def _memory_layer(ctx: Context, viewer: Any, scenario: str) -> tuple[Any, PlaneWatch]:
+    layer = viewer.add_image(ctx.memory_volume, name=f'{scenario} memory', contrast_limits=(0, 65535))
+    watch = PlaneWatch(viewer, layer, pattern_plane, ctx.heartbeat)
+    viewer.dims.set_current_step(0, 0)
+    _settle(ctx, watch, 0, 'in-memory')
+    return layer, watch
+
+
+def scenario_s4(ctx: Context) -> tuple[dict[str, float], dict[str, Any]]:
+    spec = ctx.spec
+    nz = spec.memory_shape[0]
+    lat = []
+    with _viewer(ctx) as viewer:
+        _, watch = _memory_layer(ctx, viewer, 'S4')
+        current = 0
+        for i in range(spec.single_steps):
+            z = (current + 1 + (i * 7) % (nz - 1)) % nz
+            if z == current:
+                z = (z + 1) % nz
+            t = now()
+            viewer.dims.set_current_step(0, z)
+            if not run_until(lambda z=z, t=t: watch.first_time_at_or_after(z, t) is not None,
+                             spec.scenario_timeout_s / 4, poll_ms=1):
+                raise ScenarioTimeout(f'S4: plane {z} never shown')
+            shown = watch.first_time_at_or_after(z, t)
+            assert shown is not None
+            lat.append((shown - t) * 1000)
+            current = z
+            run_for(0.03)  # let the canvas paint between steps
+        watch.disconnect()
+    metrics = {'latency_median_ms': statistics.median(lat), 'latency_max_ms': max(lat)}
+    return metrics, {'latency_ms': lat}
+
+
+def scenario_s5(ctx: Context) -> tuple[dict[str, float], dict[str, Any]]:
+    spec = ctx.spec
+    hb = ctx.heartbeat
+    nz = spec.memory_shape[0]
+    with _viewer(ctx) as viewer:
+        _, watch = _memory_layer(ctx, viewer, 'S5')
+        steps = _steps(nz, 25)
+        interval = max(1, 1000 // len(steps))  # 25 requests within 1 s
+        _arm(ctx)
+        times = _scrub(ctx, viewer, steps, interval)
+        t_final = _wait_final(ctx, watch, steps[-1], times[-1], 'S5')
+        run_for(0.1)
+        _disarm(ctx)
+        watch.disconnect()
+    gaps = gap_stats(hb.gaps(times[0], t_final + 0.1))
+    metrics = {'last_latency_ms': (t_final - times[-1]) * 1000, 'max_gap_ms': gaps['max_gap_ms']}
+    return metrics, {'steps': len(steps), 'interval_ms': interval}
+
+
+RUNNERS: dict[str, Callable[[Context], tuple[dict[str, float], dict[str, Any]]]] = {
+    'S1': scenario_s1,
+    'S2': scenario_s2,
+    'S4': scenario_s4,
+    'S5': scenario_s5,
+}
