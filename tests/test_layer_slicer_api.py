@@ -160,3 +160,13 @@ def test_heavy_work_never_starves_interactive_requests():
         assert all(v.loaded for v in volumes)
     finally:
         slicer.shutdown()
+
+
+def test_current_token_outside_a_request_is_never_cancelled():
+    from napari_async_slicing._reading import CancelToken, bound_token
+
+    token = CancelToken()
+    with bound_token(token):
+        assert current_token() is token
+    current_token().raise_if_cancelled()  # after the block: the never-cancelled token
+    assert not current_token().cancelled

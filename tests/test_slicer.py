@@ -301,3 +301,17 @@ def test_latency_readout_reflects_the_slicer(viewer, server, remote_volume, qtbo
     assert row['last_ms'] >= 200  # at least one request latency
     widget.refresh()
     assert 'remote' in widget.label.text()
+
+
+def test_fast_in_memory_steps_apply_without_a_thread_hop(viewer, server, remote_volume, qtbot):
+    """R7: once a numpy layer's slices are measured cheap, a step shows before the setter returns."""
+    data = np.stack([np.full((32, 32), z, np.float32) for z in range(SHAPE[0])])
+    fast = viewer.add_image(data)
+    remote = add_remote(viewer, remote_volume)
+    step_to(viewer, 2)
+    qtbot.waitUntil(lambda: fast.loaded and remote.loaded, timeout=5000)  # first step: measured
+    server.configure(latency=0.3)
+    step_to(viewer, 7)  # no event loop between the step and the checks
+    assert np.all(vispy_data(viewer, fast) == 7) and fast.loaded
+    assert not remote.loaded  # lazy data never runs on the main thread
+    qtbot.waitUntil(lambda: shown_plane(viewer, remote) == 7 and remote.loaded, timeout=5000)

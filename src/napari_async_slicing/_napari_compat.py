@@ -66,6 +66,11 @@ def mark_unloaded(layer: Layer, request_id: int) -> None:
     layer._slicing_state._set_unloaded_slice_id(request_id)
 
 
+def set_newest_slice_id(layer: Layer, request_id: int) -> None:
+    """Make ``request_id`` the layer's newest without turning its loading state on."""
+    layer._slicing_state._last_slice_id = request_id
+
+
 def mark_loaded(layer: Layer, request_id: int) -> None:
     """Napari's rule: the layer is loaded once the newest request it knows of is done."""
     layer._slicing_state._update_loaded_slice_id(request_id)

@@ -82,7 +82,8 @@ _local = threading.local()
 
 
 def current_token() -> CancelToken:
-    return getattr(_local, 'token', _NEVER)
+    """The token bound to this thread by :func:`bound_token`, or one that is never cancelled."""
+    return getattr(_local, 'token', None) or _NEVER
 
 
 @contextmanager

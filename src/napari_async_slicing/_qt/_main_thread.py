@@ -1,30 +1,42 @@
-"""Run a callable on the Qt main thread (a tiny queued-signal invoker)."""
+"""Run a callable on the Qt main thread (a tiny high-priority posted-event invoker)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Any
 
-from qtpy.QtCore import QCoreApplication, QObject, Qt, QThread, Signal
+from qtpy.QtCore import QCoreApplication, QEvent, QObject, Qt, QThread
+
+_CALL = QEvent.Type(QEvent.registerEventType())
+
+
+class _CallEvent(QEvent):
+    def __init__(self, fn: Callable[[], Any]) -> None:
+        super().__init__(_CALL)
+        self.fn = fn
 
 
 class MainThreadCaller(QObject):
-    """``caller(fn)`` runs ``fn()`` on the main thread: now if already there, else queued."""
+    """``caller(fn)`` runs ``fn()`` on the main thread: now if already there, else posted.
 
-    _call = Signal(object)
+    The event is posted at high priority so a ready slice is applied before pending repaints
+    and other queued work, not behind them.
+    """
 
     def __init__(self) -> None:
         super().__init__()
         app = QCoreApplication.instance()
         if app is not None and self.thread() is not app.thread():
             self.moveToThread(app.thread())
-        self._call.connect(self._run, Qt.ConnectionType.QueuedConnection)
 
     def __call__(self, fn: Callable[[], Any]) -> None:
         if QThread.currentThread() is self.thread():
             fn()
         else:
-            self._call.emit(fn)
+            QCoreApplication.postEvent(self, _CallEvent(fn), Qt.EventPriority.HighEventPriority)
 
-    def _run(self, fn: Callable[[], Any]) -> None:
-        fn()
+    def event(self, event: QEvent) -> bool:
+        if event.type() == _CALL:
+            event.fn()
+            return True
+        return super().event(event)

@@ -40,6 +40,11 @@ from napari_async_slicing.layers import _slice
 logger = logging.getLogger(__name__)
 
 
+#: In-memory requests measured below this run inline on the main thread (NAP-4: skip the delay
+#: when slicing is known to be fast). Well under one 16 ms frame.
+INLINE_BUDGET_S = 0.004
+
+
 class SliceError(RuntimeError):
     """A layer's slice could not be loaded (the original error is the ``__cause__``)."""
 
@@ -75,6 +80,8 @@ class _LayerState:
     epoch: int = 0
     loaded_callback: Callable[[], None] | None = None
     stats: LayerStats | None = None
+    #: Moving average of how long this layer's requests take to compute (seconds).
+    compute_s: float | None = None
 
 
 class _FailureNotifier:
@@ -304,6 +311,8 @@ class AsyncLayerSlicer:
                 and _slice.same_request(newest.request, task.request)
             ):
                 return newest  # an identical request is already on its way
+        if self._runs_inline(state, task):
+            return self._run_inline(state, task)
         compat.mark_unloaded(layer, task.request_id)
         with self._lock:
             self._in_flight.add(task)
@@ -317,6 +326,33 @@ class AsyncLayerSlicer:
             else:
                 state.pending = task
                 state.running.token.cancel()  # stops at its next chunk boundary
+        return task
+
+    def _runs_inline(self, state: _LayerState, task: _Task) -> bool:
+        """Fast in-memory slices skip the thread hop (R7): measured cheap and no lazy data."""
+        return (
+            self._call_on_main is not None
+            and threading.current_thread() is self._main_thread
+            and state.compute_s is not None
+            and state.compute_s <= INLINE_BUDGET_S
+            and _slice.in_memory(task.request)
+        )
+
+    def _run_inline(self, state: _LayerState, task: _Task) -> _Task:
+        """Slice on the main thread now; anything older for the layer becomes stale."""
+        layer = task.layer_ref()
+        with self._lock:
+            state.latest_id = task.request_id
+            if state.pending is not None:
+                self._drop(state.pending)
+                state.pending = None
+            if state.running is not None:
+                state.running.token.cancel()
+        compat.set_newest_slice_id(layer, task.request_id)  # no loading flicker
+        task.future.set_running_or_notify_cancel()
+        self._compute(task)
+        self._finish(task)
+        self._apply(task)
         return task
 
     def _drop(self, task: _Task) -> None:
@@ -349,6 +385,15 @@ class AsyncLayerSlicer:
             with self._lock:
                 self._in_flight.discard(task)
             return
+        self._compute(task)
+        self._next(task)
+        self._enqueue(task)  # before the future completes, so wait_until_idle sees it
+        with self._lock:
+            self._in_flight.discard(task)
+        self._finish(task)
+
+    def _compute(self, task: _Task) -> None:
+        """Run the request with its cancel token bound; record response or error and timings."""
         task.started = time.perf_counter()
         try:
             if task.token.cancelled:
@@ -363,14 +408,18 @@ class AsyncLayerSlicer:
         else:
             task.response = response
         task.data_ready = time.perf_counter()
-        self._next(task)
+        if task.error is None:
+            layer = task.layer_ref()
+            state = self._states.get(layer) if layer is not None else None
+            if state is not None:
+                took = task.data_ready - task.started
+                state.compute_s = took if state.compute_s is None else 0.7 * state.compute_s + 0.3 * took
+
+    def _finish(self, task: _Task) -> None:
+        """Emit ``ready`` (napari's event) and complete the task's future."""
         if task.error is None:
             result = {task.layer_ref: task.response}
             self.events.ready(value=result)
-        self._enqueue(task)
-        with self._lock:
-            self._in_flight.discard(task)
-        if task.error is None:
             task.future.set_result(result)
         else:
             task.future.set_exception(task.error)

@@ -23,6 +23,13 @@ def prepare(request: Any) -> Any:
     return request
 
 
+def in_memory(request: Any) -> bool:
+    """True if the request reads no lazy data (nothing to wait for, nothing to cancel)."""
+    if not dataclasses.is_dataclass(request):
+        return False
+    return not any(isinstance(getattr(request, f.name), LazySource) for f in dataclasses.fields(request))
+
+
 def is_heavy(request: Any) -> bool:
     """Heavy work (3D volumes) runs on its own bounded slots so 2D planes are never starved."""
     slice_input = getattr(request, 'slice_input', None)
