@@ -88,13 +88,17 @@ def dims_at(z: int) -> Dims:
     return Dims(ndim=3, range=((0, 10, 1),) * 3, point=(z, 0, 0))
 
 
-def test_newer_request_replaces_pending_and_cancels_running(slicer):
+def stopped(future) -> bool:
+    """Superseded: dropped before it started, or stopped mid-read."""
+    return future.cancelled() or isinstance(future.exception(timeout=5), SliceCancelled)
+
+
+def test_newer_request_supersedes_older_ones(slicer):
     layer = Layer()
     first = slicer.submit(layers=[layer], dims=dims_at(1))
     second = slicer.submit(layers=[layer], dims=dims_at(2))
     third = slicer.submit(layers=[layer], dims=dims_at(3))
-    assert second.cancelled()  # never started, replaced by the third
-    assert isinstance(first.exception(timeout=5), SliceCancelled)  # stopped mid-read
+    assert stopped(first) and stopped(second)
     layer.gate.set()
     assert third.result(timeout=5)
     slicer.wait_until_idle(timeout=5)
@@ -170,3 +174,43 @@ def test_current_token_outside_a_request_is_never_cancelled():
         assert current_token() is token
     current_token().raise_if_cancelled()  # after the block: the never-cancelled token
     assert not current_token().cancelled
+
+
+@dataclass(frozen=True)
+class TimedRequest:
+    """A read that takes ``seconds`` and notices cancellation, like a chunked remote read."""
+
+    id: int
+    point: tuple
+    seconds: float
+
+    def __call__(self) -> tuple:
+        deadline = time.monotonic() + self.seconds
+        while time.monotonic() < deadline:
+            current_token().raise_if_cancelled()
+            time.sleep(0.002)
+        return (self.id, self.point)
+
+
+class TimedLayer(Layer):
+    seconds = 0.2
+
+    def _make_slice_request(self, dims):
+        self._n += 1
+        return TimedRequest(self._n, tuple(dims.point), self.seconds)
+
+
+def test_nearly_done_request_finishes_and_is_shown_on_the_way(slicer):
+    layer = TimedLayer()
+    slicer.submit(layers=[layer], dims=dims_at(1))
+    slicer.wait_until_idle(timeout=5)  # the layer's read time is now known (~0.2 s)
+    second = slicer.submit(layers=[layer], dims=dims_at(2))
+    assert wait_for(lambda: slicer._states[layer].current.started is not None, timeout=5)
+    time.sleep(0.15)  # three quarters through the read
+    slicer.submit(layers=[layer], dims=dims_at(3))
+    time.sleep(0.01)  # barely started
+    slicer.submit(layers=[layer], dims=dims_at(4))
+    slicer.wait_until_idle(timeout=5)
+    shown = [r[1][0] for r in layer.applied]
+    assert second.result(timeout=5)  # finished although superseded
+    assert shown == [1.0, 2.0, 4.0]  # plane 2 on the way; plane 3 was cancelled; never out of order

@@ -22,7 +22,7 @@ SKIPPED: dict[str, str] = {
     'test_submit_multiple_calls_cancels_pending': (
         'submits identical requests; we coalesce a request identical to the one already on its '
         'way (napari submits every step twice). The same behaviour with distinct requests is '
-        'tests/test_layer_slicer_api.py::test_newer_request_replaces_pending_and_cancels_running'
+        'tests/test_layer_slicer_api.py::test_newer_request_supersedes_older_ones'
     ),
 }
 

@@ -181,32 +181,33 @@ def _read_zarr(array: Any, selection: tuple, token: CancelToken) -> np.ndarray:
     return with_retry(read, token)
 
 
-class _DaskCancelCallback:
-    """A dask callback that stops a compute once the calling thread's token is cancelled."""
+def _dask_pretask(key: Any, dsk: Any, state: Any) -> None:
+    current_token().raise_if_cancelled()
 
-    _installed: Any = None
-    _lock = threading.Lock()
 
-    @classmethod
-    def ensure_installed(cls) -> None:
-        with cls._lock:
-            if cls._installed is not None:
-                return
-            from dask.callbacks import Callback
-
-            def pretask(key: Any, dsk: Any, state: Any) -> None:
-                current_token().raise_if_cancelled()
-
-            callback = Callback(pretask=pretask)
-            callback.register()
-            cls._installed = callback
+#: dask callback tuple (start, start_state, pretask, posttask, finish): stop issuing chunk tasks
+#: once the calling thread's token is cancelled. Passed to each compute explicitly: dask's global
+#: callbacks are swapped out (``Callback.active = set()``) while any compute runs, so a globally
+#: registered callback misses computes that overlap another one.
+_DASK_CANCEL_CALLBACKS = [(None, None, _dask_pretask, None, None)]
 
 
 def _read_dask(array: Any, token: CancelToken) -> np.ndarray:
-    _DaskCancelCallback.ensure_installed()
-    # Dask's default scheduler for arrays is threaded; the callback's ``pretask`` runs in the
-    # thread driving the compute (this worker), where our token is bound.
-    return with_retry(lambda: np.asarray(array.compute()), token)
+    import dask
+    from dask import local, threaded
+
+    scheduler = dask.base.get_scheduler(collections=[array])
+    # Local schedulers run ``pretask`` in the thread driving the compute (this worker), where our
+    # token is bound; other schedulers (e.g. distributed) do not take ``callbacks``.
+    local_getters = {threaded.get, local.get_sync}
+    try:
+        from dask import multiprocessing
+
+        local_getters.add(multiprocessing.get)
+    except ImportError:  # pragma: no cover - needs cloudpickle
+        pass
+    kwargs = {'callbacks': _DASK_CANCEL_CALLBACKS} if scheduler in local_getters else {}
+    return with_retry(lambda: np.asarray(array.compute(**kwargs)), token)
 
 
 def read(array: Any, selection: tuple, token: CancelToken | None = None) -> np.ndarray:

@@ -4,10 +4,12 @@ It is API-compatible with napari 0.9's ``napari.components._layer_slicer._LayerS
 (``events.ready``, ``submit``, ``wait_until_idle``, ``force_sync``, ``_force_sync``, ``shutdown``)
 and differs in how it schedules and applies work:
 
-- Each layer is scheduled on its own: at most one running and one pending request. A newer
-  request replaces the pending one and cancels the running one (its chunk reads stop: see
-  :mod:`napari_async_slicing._reading`), so a slow layer never holds back a fast one and the
-  plane the user stopped on starts loading at once.
+- Each layer is scheduled on its own, so a slow layer never holds back a fast one. A newer
+  request starts at once; the one it supersedes is cancelled (its chunk reads stop: see
+  :mod:`napari_async_slicing._reading`) unless it is at least half done by the layer's measured
+  read time and no other older request is already finishing, in which case it finishes and is
+  shown on the way (intermediate planes while there is bandwidth). At most two reads per layer.
+- Fast in-memory slices run inline on the main thread (no thread hop, NAP-4's "skip the delay").
 - Responses are applied on the main thread, one layer at a time as each is ready, and only if
   they are still the newest for their layer: an older plane never replaces a newer one.
 - ``layer.loaded`` / ``layer.events.loaded`` follow each layer's newest request; failures leave
@@ -39,6 +41,9 @@ from napari_async_slicing.layers import _slice
 
 logger = logging.getLogger(__name__)
 
+
+#: A superseded read keeps going if it is at least this far through the layer's usual read time.
+FINISH_FRACTION = 0.5
 
 #: In-memory requests measured below this run inline on the main thread (NAP-4: skip the delay
 #: when slicing is known to be fast). Well under one 16 ms frame.
@@ -72,8 +77,10 @@ class _Task:
 
 @dataclass(eq=False)
 class _LayerState:
-    running: _Task | None = None
-    pending: _Task | None = None
+    #: The newest request's task (queued or running).
+    current: _Task | None = None
+    #: An older task allowed to finish because it was nearly done when superseded.
+    finishing: _Task | None = None
     latest_id: int = -1
     shown_id: int = -1
     #: Bumped by synchronous slicing so responses from before it are never applied.
@@ -231,11 +238,7 @@ class AsyncLayerSlicer:
         with self._lock:
             states = list(self._states.items())
             for _, state in states:
-                if state.pending is not None:
-                    self._drop(state.pending)
-                    state.pending = None
-                if state.running is not None:
-                    state.running.token.cancel()
+                self._supersede_all(state)
         self._interactive.shutdown(wait=True, cancel_futures=True)
         self._heavy.shutdown(wait=True, cancel_futures=True)
         with self._lock:
@@ -302,7 +305,7 @@ class AsyncLayerSlicer:
         layer = task.layer_ref()
         state = self._state(layer)
         with self._lock:
-            newest = state.pending or state.running
+            newest = state.current
             if (
                 not task.force
                 and newest is not None
@@ -317,16 +320,35 @@ class AsyncLayerSlicer:
         with self._lock:
             self._in_flight.add(task)
             state.latest_id = task.request_id
-            if state.pending is not None:  # never started: drop it
-                self._drop(state.pending)
-            if state.running is None:
-                state.pending = None
-                state.running = task
-                self._start(task)
-            else:
-                state.pending = task
-                state.running.token.cancel()  # stops at its next chunk boundary
+            old = state.current
+            if old is not None:
+                if state.finishing is None and self._nearly_done(state, old):
+                    state.finishing = old  # shown on the way, if still newer than what is shown
+                else:
+                    self._stop(old)
+            state.current = task
+            self._start(task)
         return task
+
+    def _nearly_done(self, state: _LayerState, task: _Task) -> bool:
+        if task.started is None or state.compute_s is None:
+            return False
+        return time.perf_counter() - task.started >= FINISH_FRACTION * state.compute_s
+
+    def _stop(self, task: _Task) -> None:
+        """Supersede a task: drop it if it never started, else cancel its reads."""
+        if task.started is None and task.future.cancel():
+            self._in_flight.discard(task)
+            self._record(task, task.layer_ref(), 'dropped')
+        else:
+            task.token.cancel()
+
+    def _supersede_all(self, state: _LayerState) -> None:
+        """Stop every task of the layer (sync slicing, inline slicing, shutdown)."""
+        for task in (state.current, state.finishing):
+            if task is not None:
+                self._stop(task)
+        state.current = state.finishing = None
 
     def _runs_inline(self, state: _LayerState, task: _Task) -> bool:
         """Fast in-memory slices skip the thread hop (R7): measured cheap and no lazy data."""
@@ -343,11 +365,7 @@ class AsyncLayerSlicer:
         layer = task.layer_ref()
         with self._lock:
             state.latest_id = task.request_id
-            if state.pending is not None:
-                self._drop(state.pending)
-                state.pending = None
-            if state.running is not None:
-                state.running.token.cancel()
+            self._supersede_all(state)
         compat.set_newest_slice_id(layer, task.request_id)  # no loading flicker
         task.future.set_running_or_notify_cancel()
         self._compute(task)
@@ -425,15 +443,16 @@ class AsyncLayerSlicer:
             task.future.set_exception(task.error)
 
     def _next(self, task: _Task) -> None:
-        """The running task of a layer ended: start its pending one."""
+        """A task of a layer ended: forget it."""
         with self._lock:
             layer = task.layer_ref()
             state = self._states.get(layer) if layer is not None else None
-            if state is None or state.running is not task:
+            if state is None:
                 return
-            state.running, state.pending = state.pending, None
-            if state.running is not None and not self._shut_down:
-                self._start(state.running)
+            if state.current is task:
+                state.current = None
+            if state.finishing is task:
+                state.finishing = None
 
     def _track(self, tasks: list[_Task]) -> Future:
         """The future ``submit`` returns: one task's own, or one that merges several."""
@@ -479,11 +498,7 @@ class AsyncLayerSlicer:
         if state is not None:
             with self._lock:
                 state.epoch += 1
-                if state.pending is not None:
-                    self._drop(state.pending)
-                    state.pending = None
-                if state.running is not None:
-                    state.running.token.cancel()
+                self._supersede_all(state)
         compat.slice_dims_sync(layer, dims, force)
         if state is not None:
             compat.mark_loaded(layer, state.latest_id)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 import numpy as np
@@ -25,8 +26,24 @@ def _lazy(data: Any) -> Any:
     return LazySource(data)
 
 
+def _unfused_dask() -> AbstractContextManager:
+    """napari's dask setting for slicing (no task fusion) without its shared dask cache.
+
+    napari's ``configure_dask`` also activates one global ``dask.cache.Cache``, which fails with
+    ``KeyError`` on task keys when two computes of the same graph overlap — as they do here when a
+    superseded read winds down while the newest runs. Our own chunk cache replaces it.
+    """
+    try:
+        import dask
+    except ImportError:  # pragma: no cover
+        return nullcontext()
+    return dask.config.set({'optimization.fuse.active': False})
+
+
 def prepare(request: Any) -> Any:
-    changes = {name: _lazy(getattr(request, name)) for name in _DATA_FIELDS}
+    changes: dict[str, Any] = {name: _lazy(getattr(request, name)) for name in _DATA_FIELDS}
     if all(changes[name] is getattr(request, name) for name in _DATA_FIELDS):
         return request
+    if hasattr(request, 'dask_indexer'):
+        changes['dask_indexer'] = _unfused_dask
     return dataclasses.replace(request, **changes)
