@@ -316,3 +316,19 @@ def test_fast_in_memory_steps_apply_without_a_thread_hop(viewer, server, remote_
     assert np.all(vispy_data(viewer, fast) == 7) and fast.loaded
     assert not remote.loaded  # lazy data never runs on the main thread
     qtbot.waitUntil(lambda: shown_plane(viewer, remote) == 7 and remote.loaded, timeout=5000)
+
+
+def test_removing_a_layer_mid_load_cancels_its_reads(viewer, server, remote_volume, qtbot, errors):
+    layer = add_remote(viewer, remote_volume)
+    server.configure(failure_rate=1.0, failure_mode='stall', stall_seconds=20)
+    step_to(viewer, 9)
+    qtbot.waitUntil(lambda: server.in_flight > 0, timeout=3000)
+    task = viewer._layer_slicer._states[layer].current
+    viewer.layers.remove(layer)
+    qtbot.waitUntil(task.future.done, timeout=1000)  # not after the 20 s stall
+    assert isinstance(task.future.exception(), SliceCancelled)
+    assert layer.loaded and errors == []
+    server.configure(failure_rate=0.0)
+    again = add_remote(viewer, remote_volume)  # the viewer keeps working
+    step_to(viewer, 4)
+    qtbot.waitUntil(lambda: shown_plane(viewer, again) == 4 and again.loaded, timeout=5000)

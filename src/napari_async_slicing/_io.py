@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from datetime import timedelta
 from typing import Any
 
 import zarr
@@ -11,26 +13,54 @@ def is_url(path: str) -> bool:
     return path.startswith(('http://', 'https://'))
 
 
+def open_http_store(
+    url: str,
+    *,
+    store: str = 'obstore',
+    storage_options: Mapping[str, Any] | None = None,
+    client_options: Mapping[str, Any] | None = None,
+    retry_config: Mapping[str, Any] | None = None,
+) -> Any:
+    """A read-only zarr store for an ``http(s)://`` URL, exactly as configured.
+
+    ``store='fsspec'`` uses ``FsspecStore.from_url`` (aiohttp) with ``storage_options``;
+    ``store='obstore'`` wraps ``obstore.store.HTTPStore`` with ``client_options`` (``allow_http``
+    always set) and ``retry_config``.
+    """
+    if store == 'fsspec':
+        if client_options is not None or retry_config is not None:
+            raise ValueError("client_options/retry_config only apply to store='obstore'")
+        return zarr.storage.FsspecStore.from_url(
+            url, storage_options=dict(storage_options or {}), read_only=True
+        )
+    if store == 'obstore':
+        if storage_options is not None:
+            raise ValueError("storage_options only applies to store='fsspec'")
+        from obstore.store import HTTPStore
+
+        kwargs: dict[str, Any] = {'client_options': {'allow_http': True, **dict(client_options or {})}}
+        if retry_config is not None:
+            kwargs['retry_config'] = dict(retry_config)
+        return zarr.storage.ObjectStore(HTTPStore.from_url(url, **kwargs), read_only=True)
+    raise ValueError(f"store must be 'obstore' or 'fsspec', not {store!r}")
+
+
 def open_store(path_or_url: str, *, store: str = 'obstore') -> Any:
-    """A read-only zarr store. Over HTTP, ``obstore`` (retries 5xx itself) or ``fsspec``."""
+    """A read-only zarr store for a path or URL, with our defaults for remote reads.
+
+    Over HTTP, obstore (default) retries 5xx itself; we bound it (its default of 10 retries turns
+    one stalled request into 10 x the timeout).
+    """
     if not is_url(path_or_url):
         return zarr.storage.LocalStore(path_or_url, read_only=True)
     if store == 'obstore':
-        from datetime import timedelta
-
-        from obstore.store import HTTPStore
-
-        # obstore retries 5xx itself; bound it (its default of 10 retries turns one stalled
-        # request into 10 x the timeout).
-        http = HTTPStore.from_url(
+        return open_http_store(
             path_or_url,
-            client_options={'allow_http': True, 'timeout': '20s'},
+            store='obstore',
+            client_options={'timeout': '20s'},
             retry_config={'max_retries': 3, 'retry_timeout': timedelta(seconds=30)},
         )
-        return zarr.storage.ObjectStore(http, read_only=True)
-    if store == 'fsspec':
-        return zarr.storage.FsspecStore.from_url(path_or_url, read_only=True)
-    raise ValueError(f"store must be 'obstore' or 'fsspec', not {store!r}")
+    return open_http_store(path_or_url, store=store)
 
 
 def open_image(path_or_url: str, *, store: str = 'obstore') -> tuple[Any, dict[str, Any]]:

@@ -162,6 +162,7 @@ def install(slicer_factory: Callable[[], Any], slicer_type: type) -> None:
             # Our slicer applies responses itself, on the main thread, only if still newest.
             slicer.events.ready.disconnect(self._on_slice_ready)
             slicer.attach_main_thread()
+            viewer.layers.events.removed.connect(lambda event: slicer.forget(event.value))
 
     QtViewer.__init__ = qtviewer_init
 
@@ -254,6 +255,10 @@ def manage(layer: Any, slicer: Any) -> None:
         _managed[layer] = slicer
     except TypeError:  # not weak-referenceable: leave napari's refresh alone
         pass
+
+
+def unmanage(layer: Any) -> None:
+    _managed.pop(layer, None)
 
 
 def unmanage_all(slicer: Any) -> None:

@@ -270,6 +270,17 @@ class AsyncLayerSlicer:
             rows.append(stats.summary(in_flight.get(layer, 0)))
         return rows
 
+    def forget(self, layer: Any) -> None:
+        """The layer left the viewer: stop its reads, leave "loading", drop its state."""
+        with self._lock:
+            state = self._states.pop(layer, None)
+            if state is None:
+                return
+            self._supersede_all(state)
+        compat.mark_loaded(layer, state.latest_id)
+        self._disconnect_loaded(layer, state)
+        compat.unmanage(layer)
+
     # --- hooks for the Qt side ---------------------------------------------------------------
 
     def attach_main_thread(self) -> None:

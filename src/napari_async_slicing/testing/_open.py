@@ -21,29 +21,17 @@ def open_remote_store(
     client_options: Mapping[str, Any] | None = None,
     retry_config: Mapping[str, Any] | None = None,
 ) -> zarr.storage.FsspecStore | zarr.storage.ObjectStore:
-    """Return a read-only zarr store for an ``http(s)://`` URL.
+    """Return a read-only zarr store for an ``http(s)://`` URL, configured exactly as given
+    (no defaults added; see :func:`napari_async_slicing._io.open_http_store`)."""
+    from napari_async_slicing._io import open_http_store
 
-    ``store="fsspec"`` uses ``FsspecStore.from_url`` (aiohttp) with optional
-    ``storage_options``; ``store="obstore"`` wraps ``obstore.store.HTTPStore``
-    with ``client_options`` (``allow_http`` is always set) and ``retry_config``.
-    """
-    if store == "fsspec":
-        if client_options is not None or retry_config is not None:
-            raise ValueError("client_options/retry_config only apply to store='obstore'")
-        return zarr.storage.FsspecStore.from_url(
-            url, storage_options=dict(storage_options or {}), read_only=True
-        )
-    if store == "obstore":
-        if storage_options is not None:
-            raise ValueError("storage_options only applies to store='fsspec'")
-        from obstore.store import HTTPStore
-
-        options = {"allow_http": True, **dict(client_options or {})}
-        kwargs: dict[str, Any] = {"client_options": options}
-        if retry_config is not None:
-            kwargs["retry_config"] = dict(retry_config)
-        return zarr.storage.ObjectStore(HTTPStore.from_url(url, **kwargs), read_only=True)
-    raise ValueError(f"store must be 'fsspec' or 'obstore', not {store!r}")
+    return open_http_store(
+        url,
+        store=store,
+        storage_options=storage_options,
+        client_options=client_options,
+        retry_config=retry_config,
+    )
 
 
 def open_remote_array(
