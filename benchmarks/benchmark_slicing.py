@@ -1,4 +1,4 @@
-"""asv benchmarks: NAP-4 G3 latencies and DESIGN.md S1/S2 at a reduced size, per slicing mode.
+"""asv benchmarks: NAP-4 G3 latencies and DESIGN.md S1/S2/S3/S6 at a reduced size, per slicing mode.
 
 asv's timing benchmarks cannot see an asynchronous slice land on screen, so these are ``track_*``
 benchmarks returning milliseconds (or counts). ``setup_cache`` runs the scenarios once per asv run
@@ -7,7 +7,7 @@ viewers, measured on what vispy holds and with a main-thread heartbeat — and e
 reads one number for one mode from that result.
 
 Sizes: ``small`` sample volume (50×512×512 uint16, chunks 1×256×256) over HTTP on 127.0.0.1 with
-50 ms per request, in-memory 50×512×512 uint16. ``NAPARI_ASYNC_SLICING_ASV_SIZE=tiny`` shrinks
+50 ms per request, in-memory 50×512×512 uint16, S3 on the ``tiny`` OME-Zarr (6×128×128, 4 levels). ``NAPARI_ASYNC_SLICING_ASV_SIZE=tiny`` shrinks
 everything (the test suite uses it); ``NAPARI_ASYNC_SLICING_ASV_LATENCY`` sets the latency.
 """
 
@@ -31,8 +31,8 @@ def _spec():
 
     size = os.environ.get('NAPARI_ASYNC_SLICING_ASV_SIZE', 'small')
     latency = float(os.environ.get('NAPARI_ASYNC_SLICING_ASV_LATENCY', '0.05'))
-    return BenchSpec.make(quick=True, size=size, scenarios=['S1', 'S2', 'S4', 'S5'], repeat=1,
-                          latency=latency, keep_timeline=False)
+    return BenchSpec.make(quick=True, size=size, scenarios=['S1', 'S2', 'S3', 'S4', 'S5', 'S6'],
+                          repeat=1, latency=latency, keep_timeline=False)
 
 
 def setup_cache():
@@ -95,3 +95,18 @@ track_s2_numpy_layer_latency = _track(
 track_s2_numpy_layer_latency_max = _track(
     'track_s2_numpy_layer_latency_max', 'S2', 'numpy_max_ms', 'ms',
     'S2: worst time until the in-memory layer shows a step while a remote layer loads.')
+
+# S3 multiscale OME-Zarr / S6 revisit, neighbour after a pause (baselines for the chunk cache,
+# prefetch and progressive multiscale of issue 7) -----------------------------------------------------
+track_s3_first_pixels = _track(
+    'track_s3_first_pixels', 'S3', 'first_pixels_ms', 'ms',
+    'S3: step on a remote OME-Zarr until vispy holds the new plane at any level (median).')
+track_s3_full_resolution = _track(
+    'track_s3_full_resolution', 'S3', 'full_res_ms', 'ms',
+    'S3: step on a remote OME-Zarr until vispy holds the new plane at the level napari picks.')
+track_s6_revisit = _track(
+    'track_s6_revisit', 'S6', 'revisit_ms', 'ms',
+    'S6: A, B, back to A on the remote volume: time until vispy holds A again (median).')
+track_s6_neighbour_after_pause = _track(
+    'track_s6_neighbour_after_pause', 'S6', 'neighbour_ms', 'ms',
+    'S6: rest on plane P for 1 s, step to P + 1: time until vispy holds it (median).')

@@ -46,19 +46,31 @@ def _assert_numeric_per_mode(md: str, metric_prefixes: list[str]) -> None:
             assert NUMBER.match(cell), f'{label!r} for {mode}: {cell!r}'
 
 
-def test_bench_main_quick_in_memory(tmp_path):
-    out = tmp_path / 'bench'
-    assert bench_main(['--quick', '--repeat', '1', '--scenarios', 'S4,S5', '--out', str(out)]) == 0
+@pytest.fixture(scope='module')
+def tiny_bench(tmp_path_factory):
+    """One bench run shared by the smoke tests and the asv test (each mode process starts once,
+    which keeps this file near 2 minutes): every scenario on the tiny samples, 50 ms per request."""
+    out = tmp_path_factory.mktemp('bench') / 'bench'
+    argv = ['--quick', '--size', 'tiny', '--repeat', '1', '--latency', '0.05',
+            '--scenarios', 'S1,S2,S3,S4,S5,S6', '--out', str(out)]
+    assert bench_main(argv) == 0
+    return out, (out / 'bench.md').read_text(), json.loads((out / 'bench.json').read_text())
+
+
+def _records(doc, mode, scenario):
+    return [r for r in doc['modes'][mode]['results'] if r['scenario'] == scenario]
+
+
+def test_bench_main_quick_in_memory(tiny_bench):
+    out, md, doc = tiny_bench
     # bench.png needs matplotlib (the 'bench' extra); the table and JSON never do.
     names = ['bench.md', 'bench.json'] + (['bench.png'] if HAVE_MATPLOTLIB else [])
     for name in names:
         assert (out / name).is_file() and (out / name).stat().st_size > 0, name
-    md = (out / 'bench.md').read_text()
     _assert_numeric_per_mode(md, ['one step until vispy holds it: median',
                                   'latency of the last of 25 requests'])
-    assert 'n/a' in md  # S3 / S6 are listed, not faked
+    assert 'n/a' not in md  # every scenario is measured
     assert 'napari-async-slicing bench --quick' in md
-    doc = json.loads((out / 'bench.json').read_text())
     assert set(doc['modes']) == set(MODES)
     for mode in MODES:
         assert doc['modes'][mode]['status'] == 'ok', doc['modes'][mode].get('log_tail')
@@ -70,21 +82,49 @@ def test_bench_main_quick_in_memory(tmp_path):
                                                     'experimental_async': False, 'ours_enabled': False}
 
 
-def test_bench_main_remote_scrub_tiny(tmp_path):
-    out = tmp_path / 'bench'
-    assert bench_main(['--size', 'tiny', '--repeat', '1', '--scenarios', 'S1', '--out', str(out)]) == 0
-    md = (out / 'bench.md').read_text()
+def test_bench_main_remote_scrub_tiny(tiny_bench):
+    _, md, doc = tiny_bench
     _assert_numeric_per_mode(md, ['max main-thread gap', 'final-plane latency after last step',
                                   'planes applied', 'HTTP chunk requests'])
-    doc = json.loads((out / 'bench.json').read_text())
     for mode in MODES:
-        (rec,) = [r for r in doc['modes'][mode]['results'] if r['scenario'] == 'S1']
+        (rec,) = _records(doc, mode, 'S1')
         assert rec['status'] == 'ok', rec
         assert rec['extra']['final_plane_correct'] is True
         assert rec['metrics']['planes_applied'] >= 1
     # napari's sync slicing shows every step it is asked for.
     expected = min(doc['spec']['steps'], doc['spec']['volume_shape'][0] - 1)
     assert doc['table']['S1']['planes_applied']['napari-sync'] == expected
+
+
+def test_bench_main_multiscale_and_revisit_tiny(tiny_bench):
+    _, md, doc = tiny_bench
+    _assert_numeric_per_mode(md, ['step to first pixels of the new plane',
+                                  'step to full resolution (the data level',
+                                  'full-resolution level napari picks',
+                                  'HTTP chunk requests per step',
+                                  'revisit: A, B, back to A', 'neighbour: rest on P'])
+    assert 'S3: OME-Zarr `tiny`' in md and 'Every mode: canvas' in md  # same canvas and zoom
+    spec = doc['spec']
+    latency_ms = spec['latency'] * 1000
+    for mode in MODES:
+        (s3,) = _records(doc, mode, 'S3')
+        assert s3['status'] == 'ok', s3
+        extra = s3['extra']
+        assert len(extra['full_res_ms']) == spec['ome_steps']
+        # A tiny image fits the canvas: napari shows level 0, and nothing reads no data.
+        assert extra['full_levels'] == [0] * spec['ome_steps']
+        assert all(0 < f <= r for f, r in zip(extra['first_pixels_ms'], extra['full_res_ms']))
+        assert min(extra['full_res_ms']) >= latency_ms
+        assert min(extra['chunk_requests']) >= 1
+        (s6,) = _records(doc, mode, 'S6')
+        assert s6['status'] == 'ok', s6
+        assert len(s6['extra']['revisit_ms']) == spec['revisit_trials']
+        assert len(s6['extra']['neighbour_ms']) == spec['neighbour_trials']
+        # No cache or prefetch yet in any mode: at least one request latency.
+        assert s6['metrics']['revisit_ms'] >= latency_ms and s6['metrics']['neighbour_ms'] >= latency_ms
+    # Every mode measured the same canvas, zoom and level.
+    views = {json.dumps(_records(doc, m, 'S3')[0]['extra']['view'], sort_keys=True) for m in MODES}
+    assert len(views) == 1, views
 
 
 def test_bench_main_rejects_unknown_scenarios(tmp_path):
@@ -118,9 +158,25 @@ def _load_asv_module(path: Path):
     return module
 
 
-def test_asv_benchmarks_run_once(monkeypatch):
+def test_asv_benchmarks_run_once(monkeypatch, tiny_bench):
+    """Every asv benchmark once. ``setup_cache`` runs the side-by-side bench through
+    ``_bench.run_modes``; here that call is answered with the shared tiny run (same code path,
+    same scenarios) instead of starting the three mode processes a second time."""
+    import napari_async_slicing._bench as bench_pkg
+
+    _, _, doc = tiny_bench
     monkeypatch.setenv('NAPARI_ASYNC_SLICING_ASV_SIZE', 'tiny')
-    monkeypatch.setenv('NAPARI_ASYNC_SLICING_ASV_LATENCY', '0.02')
+    monkeypatch.setenv('NAPARI_ASYNC_SLICING_ASV_LATENCY', '0.05')
+    asked = []
+
+    def run_modes(spec, modes=MODES, workdir=None, progress=None):
+        asked.append((spec, tuple(modes)))
+        assert set(spec.scenarios) <= set(doc['spec']['scenarios'])
+        assert (spec.size, spec.latency, spec.repeat) == ('tiny', 0.05, 1)
+        return {'spec': {**doc['spec'], 'scenarios': list(spec.scenarios)}, 'modes': doc['modes'],
+                'seconds': doc['seconds']}
+
+    monkeypatch.setattr(bench_pkg, 'run_modes', run_modes)
     config = (REPO / 'asv.conf.json').read_text()
     assert '"benchmark_dir": "benchmarks"' in config and '"repo": "."' in config
     modules = sorted((REPO / 'benchmarks').glob('benchmark*.py'))
@@ -137,4 +193,5 @@ def test_asv_benchmarks_run_once(monkeypatch):
                 value = track(cache, mode)
                 assert isinstance(value, float) and not math.isnan(value), (name, mode, value)
                 ran += 1
-    assert ran >= 3 * 8
+    assert asked and all(modes == tuple(MODES) for _, modes in asked)
+    assert ran >= 3 * 12

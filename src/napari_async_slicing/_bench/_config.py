@@ -14,10 +14,12 @@ MODE_TITLES: dict[str, str] = {
     'ours': 'ours',
 }
 
-#: Scenarios that are measured; S3 and S6 are listed in the table as "n/a" until issue 7
-#: (progressive multiscale, chunk cache and prefetch) exists.
-SCENARIOS: tuple[str, ...] = ('S1', 'S2', 'S4', 'S5')
-TODO_SCENARIOS: tuple[str, ...] = ('S3', 'S6')
+#: Scenarios, in table order. S3 and S6 are measured without a chunk cache, prefetch or progressive
+#: multiscale (issue 7): they are the baseline those features must beat.
+SCENARIOS: tuple[str, ...] = ('S1', 'S2', 'S3', 'S4', 'S5', 'S6')
+#: Scenarios that read the remote single-scale volume / the remote OME-Zarr.
+VOLUME_SCENARIOS: frozenset[str] = frozenset({'S1', 'S2', 'S6'})
+OME_SCENARIOS: frozenset[str] = frozenset({'S3'})
 
 SCENARIO_TITLES: dict[str, str] = {
     'S1': 'S1 remote scrub',
@@ -35,6 +37,7 @@ class Metric:
     label: str
     unit: str  # 'ms', 'x', '' (count)
     lower_is_better: bool = True
+    ratio: bool = True  # False: ours / theirs means nothing (a level, a setting)
 
 
 #: Rows of the table, per scenario, in order.
@@ -56,8 +59,13 @@ METRICS: dict[str, tuple[Metric, ...]] = {
         Metric('max_gap_ms', 'max main-thread gap', 'ms'),
     ),
     'S3': (
-        Metric('first_pixels_ms', 'time to first pixels after a step', 'ms'),
-        Metric('full_res_ms', 'time to full resolution after a step', 'ms'),
+        Metric('first_pixels_ms', 'step to first pixels of the new plane (any level): median', 'ms'),
+        Metric('full_res_ms', 'step to full resolution (the data level napari picks): median', 'ms'),
+        Metric('full_res_max_ms', 'step to full resolution: max', 'ms'),
+        Metric('full_res_level', 'full-resolution level napari picks for the canvas (0 = finest)', '',
+               False, ratio=False),
+        Metric('chunk_requests_per_step', 'HTTP chunk requests per step: median', ''),
+        Metric('max_gap_ms', 'max main-thread gap during the steps', 'ms'),
     ),
     'S4': (
         Metric('latency_median_ms', 'one step until vispy holds it: median', 'ms'),
@@ -68,16 +76,20 @@ METRICS: dict[str, tuple[Metric, ...]] = {
         Metric('max_gap_ms', 'max main-thread gap', 'ms'),
     ),
     'S6': (
-        Metric('revisit_ms', 'revisit a plane just seen', 'ms'),
-        Metric('neighbour_ms', 'neighbour after a pause (prefetch hit)', 'ms'),
+        Metric('revisit_ms', 'revisit: A, B, back to A until vispy holds A: median', 'ms'),
+        Metric('neighbour_ms', 'neighbour: rest on P for 1 s, step to P+1: median', 'ms'),
+        Metric('revisit_ratio', 'revisit / request latency', 'x'),
+        Metric('neighbour_ratio', 'neighbour / request latency', 'x'),
     ),
 }
 
 #: Volume sizes (sample_data('volume', size)) and the in-memory sizes that go with them.
+#: ``ome_size`` is the S3 OME-Zarr (sample_data('ome', ome_size)): 'small' is 32x1024x1024 in 4
+#: levels (chunks 1x256x256), 'tiny' 6x128x128.
 SIZES: dict[str, dict[str, Any]] = {
-    'tiny': {'memory_shape': (12, 64, 64), 'mixed_shape': (12, 16, 16)},
-    'small': {'memory_shape': (50, 512, 512), 'mixed_shape': (50, 128, 128)},
-    's1': {'memory_shape': (100, 1024, 1024), 'mixed_shape': (200, 256, 256)},
+    'tiny': {'memory_shape': (12, 64, 64), 'mixed_shape': (12, 16, 16), 'ome_size': 'tiny'},
+    'small': {'memory_shape': (50, 512, 512), 'mixed_shape': (50, 128, 128), 'ome_size': 'tiny'},
+    's1': {'memory_shape': (100, 1024, 1024), 'mixed_shape': (200, 256, 256), 'ome_size': 'small'},
 }
 
 
@@ -95,6 +107,15 @@ class BenchSpec:
     steps: int = 25  # S1/S2/S5 steps
     step_interval_ms: int = 40
     single_steps: int = 20  # S4 steps
+    ome_size: str = 'small'  # S3: sample_data('ome', ome_size)
+    ome_url: str = ''  # set by the runner
+    ome_shape: tuple[int, int, int] = (32, 1024, 1024)  # level 0
+    ome_chunks: tuple[int, ...] = (1, 256, 256)
+    ome_steps: int = 5  # S3: steps to a new plane, each measured once it settled
+    s3_timeout_s: float = 150.0  # S3's bound: napari reads the whole Z stack per step (zarr levels)
+    revisit_trials: int = 5  # S6 (a)
+    neighbour_trials: int = 5  # S6 (b)
+    pause_s: float = 1.0  # S6 (b): rest on P this long before stepping to P+1
     memory_shape: tuple[int, int, int] = (100, 1024, 1024)  # S4/S5 numpy image
     mixed_shape: tuple[int, int, int] = (200, 256, 256)  # S2 numpy layer (float32, plane z == z)
     heartbeat_ms: int = 3
@@ -112,7 +133,7 @@ class BenchSpec:
     def from_json(cls, data: dict[str, Any]) -> BenchSpec:
         names = {f.name for f in dataclasses.fields(cls)}
         kwargs = {k: v for k, v in data.items() if k in names}
-        for k in ('volume_shape', 'memory_shape', 'mixed_shape', 'window_size'):
+        for k in ('volume_shape', 'ome_shape', 'ome_chunks', 'memory_shape', 'mixed_shape', 'window_size'):
             if k in kwargs:
                 kwargs[k] = tuple(kwargs[k])
         return cls(**kwargs)
@@ -125,12 +146,20 @@ class BenchSpec:
             raise ValueError(f'size must be one of {sorted(SIZES)}, not {size!r}')
         base: dict[str, Any] = {'size': size, **SIZES[size]}
         if quick:
-            base.update(single_steps=8, scenario_timeout_s=30.0)
+            base.update(single_steps=8, scenario_timeout_s=30.0, ome_steps=3, revisit_trials=3,
+                        neighbour_trials=3, s3_timeout_s=60.0)
         if size == 'tiny':
-            base.update(steps=10, scenario_timeout_s=20.0)
+            base.update(steps=10, scenario_timeout_s=20.0, ome_steps=2, revisit_trials=2,
+                        neighbour_trials=2, s3_timeout_s=30.0)
         base.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**base)
 
+    def timeout_for(self, scenario: str) -> float:
+        """Bound on one repetition of ``scenario``."""
+        if scenario == 'S3':
+            return max(self.scenario_timeout_s, self.s3_timeout_s)
+        return self.scenario_timeout_s
+
     def mode_timeout_s(self) -> float:
         """Bound on a whole mode subprocess: start-up plus every repetition's own bound."""
-        return 60.0 + self.repeat * len(self.scenarios) * self.scenario_timeout_s
+        return 60.0 + self.repeat * sum(self.timeout_for(s) for s in self.scenarios)

@@ -8,7 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-from napari_async_slicing._bench._config import MODES, SCENARIOS, SIZES, TODO_SCENARIOS, BenchSpec
+from napari_async_slicing._bench._config import MODES, SCENARIOS, SIZES, BenchSpec
 
 
 def _parser(prog: str = 'napari-async-slicing bench') -> argparse.ArgumentParser:
@@ -19,15 +19,18 @@ def _parser(prog: str = 'napari-async-slicing bench') -> argparse.ArgumentParser
                     'under Xvfb when there is no display.',
     )
     p.add_argument('--scenarios', default=','.join(SCENARIOS),
-                   help=f'comma-separated subset of {",".join(SCENARIOS)} (default: all); '
-                        f'{",".join(TODO_SCENARIOS)} are not built yet')
+                   help=f'comma-separated subset of {",".join(SCENARIOS)} (default: all)')
     p.add_argument('--modes', default=','.join(MODES), help='comma-separated subset of ' + ','.join(MODES))
     p.add_argument('--repeat', type=int, default=3, help='repetitions per scenario; medians are reported')
-    p.add_argument('--latency', type=float, default=0.1, help='seconds per HTTP request (S1, S2)')
+    p.add_argument('--latency', type=float, default=0.1, help='seconds per HTTP request (S1, S2, S3, S6)')
     p.add_argument('--out', type=Path, default=Path('out/bench'), help='output folder')
     p.add_argument('--quick', action='store_true',
-                   help="smaller data ('small' volume, 50x512x512 in-memory) and fewer S4 steps")
+                   help="smaller data ('small' volume, 50x512x512 in-memory, 'tiny' OME-Zarr) and "
+                        'fewer S3 steps, S4 steps and S6 trials')
     p.add_argument('--size', choices=sorted(SIZES), help='volume size (default s1, or small with --quick)')
+    p.add_argument('--ome-size', choices=sorted(SIZES),
+                   help="S3's OME-Zarr sample (default: small, 32x1024x1024 in 4 levels; tiny with "
+                        '--quick or --size tiny; s1 is 64x2048x2048)')
     p.add_argument('--steps', type=int, help='S1/S2 scrub steps (default 25)')
     p.add_argument('--store', choices=('fsspec', 'obstore'), default='fsspec',
                    help='how the viewer opens the remote zarr (default fsspec, as users usually do)')
@@ -50,12 +53,9 @@ def bench_main(argv: list[str] | None = None) -> int:
     if args.from_log is not None:
         return _from_log(args.from_log, args.out)
     scenarios = [s.strip().upper() for s in args.scenarios.split(',') if s.strip()]
-    todo = [s for s in scenarios if s in TODO_SCENARIOS]
-    unknown = [s for s in scenarios if s not in SCENARIOS and s not in TODO_SCENARIOS]
+    unknown = [s for s in scenarios if s not in SCENARIOS]
     if unknown:
         parser.error(f'unknown scenarios {unknown}; choose from {",".join(SCENARIOS)}')
-    if todo:
-        print(f'bench: {",".join(todo)} not built yet (issue 7); shown as n/a', file=sys.stderr)
     scenarios = [s for s in SCENARIOS if s in scenarios]
     modes = [m.strip() for m in args.modes.split(',') if m.strip()]
     if any(m not in MODES for m in modes) or not modes:
@@ -66,6 +66,7 @@ def bench_main(argv: list[str] | None = None) -> int:
         parser.error('no scenario to run')
     spec = BenchSpec.make(quick=args.quick, size=args.size, scenarios=scenarios, repeat=args.repeat,
                           latency=args.latency, steps=args.steps, store=args.store,
+                          ome_size=args.ome_size,
                           profile_gaps=args.profile_gaps, latency_log=args.latency_log)
 
     from napari_async_slicing._bench._report import write_outputs

@@ -89,6 +89,36 @@ def pattern_plane(data: Any) -> int | None:
     return which_plane(arr[::step, ::step], level=level)
 
 
+def level_plane_identifier(
+    level_shapes: list[tuple[int, int]],
+) -> Callable[[Any], tuple[int, int] | None]:
+    """For a multiscale sample: ``identify(data) -> (plane, level)``, or ``None``.
+
+    ``level_shapes`` are the (Y, X) shapes of the levels. The level is the one whose plane shape
+    ``data`` has (then any level it fits in, for a crop that starts at the origin); the plane is
+    ``which_plane(data, level=k)``, checked on a regular subgrid as in :func:`pattern_plane`.
+    Tiny arrays (napari's 1x1 placeholder) are not identified.
+    """
+    shapes = [(int(s[0]), int(s[1])) for s in level_shapes]
+
+    def identify(data: Any) -> tuple[int, int] | None:
+        arr = _as_2d(data)
+        if arr is None or min(arr.shape) < 2:
+            return None
+        exact = [k for k, s in enumerate(shapes) if arr.shape == s]
+        inside = [k for k, s in enumerate(shapes)
+                  if k not in exact and arr.shape[0] <= s[0] and arr.shape[1] <= s[1]]
+        stride = _stride(arr)
+        sub = arr[::2**stride, ::2**stride]
+        for k in exact + inside:
+            z = which_plane(sub, level=k + stride)
+            if z is not None:
+                return (z, k)
+        return None
+
+    return identify
+
+
 def constant_plane(data: Any) -> int | None:
     """For a volume whose plane ``z`` is constant ``z``: which plane ``data`` is."""
     arr = _as_2d(data)
@@ -241,13 +271,20 @@ class PlaneWatch:
     def current(self) -> int | None:
         return self.records[-1][1] if self.records else None
 
-    def first_time_at_or_after(self, plane: int, t0: float, order: list[int] | None = None) -> float | None:
+    def first_time_at_or_after(self, plane: Any, t0: float, order: list[int] | None = None) -> float | None:
         """First time after ``t0`` vispy held ``plane`` (or, with ``order``, any later plane in it)."""
         accept = {plane}
         if order is not None and plane in order:
             accept = set(order[order.index(plane):])
         for t, p in self.records:
             if t >= t0 and p in accept:
+                return t
+        return None
+
+    def first_time_matching(self, match: Callable[[Any], bool], t0: float) -> float | None:
+        """First time after ``t0`` vispy held something ``match(identified)`` accepts."""
+        for t, p in self.records:
+            if t >= t0 and match(p):
                 return t
         return None
 

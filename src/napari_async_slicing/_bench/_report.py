@@ -17,10 +17,7 @@ from napari_async_slicing._bench._config import (
     MODES,
     SCENARIO_TITLES,
     SCENARIOS,
-    TODO_SCENARIOS,
 )
-
-TODO_NOTE = 'n/a (TODO: issue 7)'
 
 
 def _median(values: list[float]) -> float | None:
@@ -126,37 +123,48 @@ def markdown(results: dict[str, Any], agg: dict[str, Any], command: str, facts: 
         f'{spec["heartbeat_ms"]} ms; each value is the median of {spec["repeat"]} repetitions, '
         'each mode in its own process.', '',
     ]
+    if 'S3' in spec['scenarios']:
+        ome = 'x'.join(map(str, spec.get('ome_shape', ())))
+        chunks = 'x'.join(map(str, spec.get('ome_chunks', ())))
+        lines += [f'S3: OME-Zarr `{spec.get("ome_size")}` ({ome} uint16 at level 0, 4 levels halving '
+                  f'Y and X, chunks {chunks}; the zarr arrays `open_image` returns, same server and '
+                  f'latency); {spec.get("ome_steps")} steps to a new plane per repetition, each once the '
+                  'previous one settled (vispy holds it at the level napari picked, the layer is '
+                  'loaded, the main thread is calm). ' + _s3_view_note(results), '']
+    if 'S6' in spec['scenarios']:
+        lines += [f'S6: the remote volume above; {spec.get("revisit_trials")} revisit trials (A, B, '
+                  f'back to A, each settled) and {spec.get("neighbour_trials")} neighbour trials '
+                  f'(vispy holds P, rest {spec.get("pause_s", 1.0):.1f} s, step to P+1) per '
+                  'repetition; planes never shown before in that viewer.', '']
     head = ['scenario', 'metric', *[MODE_TITLES[m] for m in modes]]
     if 'ours' in modes:
         head += [f'ours / {MODE_TITLES[m]}' for m in ('napari-async', 'napari-sync') if m in modes]
     lines += ['| ' + ' | '.join(head) + ' |', '|' + '---|' * len(head)]
-    for name in [*SCENARIOS, *TODO_SCENARIOS]:
-        todo = name in TODO_SCENARIOS
-        if not todo and name not in agg['table']:
+    for name in SCENARIOS:
+        if name not in agg['table']:
             continue
         for i, m in enumerate(METRICS[name]):
             label = m.label + (f' ({m.unit})' if m.unit == 'ms' else '')
             cells = [SCENARIO_TITLES[name] if i == 0 else '', label]
-            if todo:
-                cells[1] = m.label
-                cells += [TODO_NOTE] * (len(head) - 2)
-            else:
-                row = agg['table'][name][m.key]
-                for mode in modes:
-                    value = row.get(mode)
-                    st = agg['status'][name].get(mode, 'missing')
-                    cells.append(_fmt(value, m.unit) if value is not None or st == 'ok' else st)
-                if 'ours' in modes:
-                    for other in ('napari-async', 'napari-sync'):
-                        if other in modes:
-                            cells.append(_ratio(row.get('ours'), row.get(other)))
+            row = agg['table'][name][m.key]
+            for mode in modes:
+                value = row.get(mode)
+                st = agg['status'][name].get(mode, 'missing')
+                cells.append(_fmt(value, m.unit) if value is not None or st == 'ok' else st)
+            if 'ours' in modes:
+                for other in ('napari-async', 'napari-sync'):
+                    if other in modes:
+                        cells.append(_ratio(row.get('ours'), row.get(other)) if m.ratio else '')
             lines.append('| ' + ' | '.join(cells) + ' |')
     lines += ['', 'Definitions: a *gap* is the time between two main-thread heartbeat ticks; *stall* '
               'sums (gap − 16 ms) over gaps above 16 ms; *shows / holds* means the array napari handed '
               'to the layer\'s vispy node is that plane (identified pixel-exactly on a subgrid); '
               '*latency* runs from setting `dims` to that moment. Ratios < 1 favour ours for times; '
-              'for "planes applied" and "steps shown" higher is better. S3 and S6 need progressive '
-              'multiscale, the chunk cache and prefetch (issue 7): not measured yet.']
+              'for "planes applied" and "steps shown" higher is better. S3 *first pixels* is the '
+              'first time vispy holds the new plane at any level, *full resolution* the first time '
+              'it holds it at the level napari settles on for the canvas. S3 and S6 run without a '
+              'chunk cache, prefetch or progressive multiscale in any mode (issue 7): they are the '
+              'baseline those must beat.']
     if agg['errors']:
         lines += ['', 'Failures:', *[f'- {e}' for e in agg['errors']]]
     log = results['modes'].get('ours', {}).get('latency_log')
@@ -165,6 +173,27 @@ def markdown(results: dict[str, Any], agg: dict[str, Any], command: str, facts: 
 
         lines += ['', log_markdown(log, "ours: stages from our slicer's latency log (--latency-log)")]
     return '\n'.join(lines) + '\n'
+
+
+def _s3_view_note(results: dict[str, Any]) -> str:
+    """Canvas, zoom and data level per mode (they must agree for the comparison to be fair)."""
+    views = {}
+    for mode in MODES:
+        res = results['modes'].get(mode)
+        if not res:
+            continue
+        for r in res['results']:
+            view = (r.get('extra') or {}).get('view') if r['scenario'] == 'S3' else None
+            if r.get('status') == 'ok' and view:
+                canvas = 'x'.join(map(str, view.get('canvas', ['?'])))
+                views[mode] = (f'canvas {canvas} px (w x h), zoom {view["zoom"]:.3f}, data level '
+                               f'{view["data_level"]}')
+                break
+    if not views:
+        return ''
+    if len(set(views.values())) == 1:
+        return 'Every mode: ' + next(iter(views.values())) + ' (fit to view).'
+    return 'Differs by mode (!): ' + '; '.join(f'{MODE_TITLES[m]}: {v}' for m, v in views.items()) + '.'
 
 
 def _s1_timeline(res: dict[str, Any]) -> dict[str, Any] | None:
@@ -225,19 +254,29 @@ def plot(results: dict[str, Any], agg: dict[str, Any], path: Path) -> None:
 
 def _summary_bars(ax: Any, agg: dict[str, Any], modes: list[str]) -> None:
     picks = [('S1', 'final_latency_ms', 'S1 final'), ('S1', 'max_gap_ms', 'S1 max gap'),
-             ('S2', 'numpy_median_ms', 'S2 numpy median'), ('S4', 'latency_median_ms', 'S4 median'),
-             ('S5', 'last_latency_ms', 'S5 last')]
+             ('S2', 'numpy_median_ms', 'S2 numpy'), ('S3', 'first_pixels_ms', 'S3 first px'),
+             ('S3', 'full_res_ms', 'S3 full res'), ('S3', 'max_gap_ms', 'S3 max gap'),
+             ('S4', 'latency_median_ms', 'S4'), ('S5', 'last_latency_ms', 'S5 last'),
+             ('S6', 'revisit_ms', 'S6 revisit'), ('S6', 'neighbour_ms', 'S6 neighbour')]
     picks = [p for p in picks if p[0] in agg['table']]
     width = 0.8 / max(1, len(modes))
+    top = 10.0
     for i, mode in enumerate(modes):
         vals = [agg['table'][s][k].get(mode) or 0.0 for s, k, _ in picks]
-        ax.bar([j + i * width for j in range(len(picks))], vals, width, label=MODE_TITLES[mode])
+        bars = ax.bar([j + i * width for j in range(len(picks))], vals, width, label=MODE_TITLES[mode])
+        ax.bar_label(bars, labels=[f'{v:.0f}' if v else '' for v in vals], fontsize=6, rotation=90,
+                     padding=2)
+        top = max([top, *vals])
+    ax.set_ylim(0, top * 8)  # room for the value labels (log scale)
     ax.set_xticks([j + width * (len(modes) - 1) / 2 for j in range(len(picks))])
     ax.set_xticklabels([p[2] for p in picks], fontsize=8)
     ax.set_ylabel('ms (median)')
     ax.set_yscale('symlog', linthresh=10)
-    ax.legend(fontsize=8)
-    ax.set_title('summary (lower is better)', fontsize=10, loc='left')
+    ax.set_xlim(-0.5, len(picks) - 0.5 + width * (len(modes) - 1))
+    # Above the axes, right of the title, so it never hides a bar.
+    ax.legend(fontsize=8, ncol=len(modes), loc='lower right', bbox_to_anchor=(1.0, 1.0),
+              frameon=False, borderaxespad=0.2)
+    ax.set_title('summary: medians, ms, log scale (lower is better)', fontsize=10, loc='left')
 
 
 def write_outputs(results: dict[str, Any], out_dir: Path, command: str) -> dict[str, Path]:

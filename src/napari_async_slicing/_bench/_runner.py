@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -20,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import napari_async_slicing
-from napari_async_slicing._bench._config import MODES, BenchSpec
+from napari_async_slicing._bench._config import MODES, OME_SCENARIOS, VOLUME_SCENARIOS, BenchSpec
 from napari_async_slicing._bench._worker import latency_log_path
 
 XVFB_ARGS = ['xvfb-run', '-a', '-s', '-screen 0 1280x1024x24']
@@ -30,6 +31,14 @@ def _volume_shape(path: Path) -> tuple[int, int, int]:
     meta = json.loads((path / 'zarr.json').read_text())
     z, y, x = meta['shape']
     return (int(z), int(y), int(x))
+
+
+def _chunk_shape(path: Path) -> tuple[int, ...]:
+    meta = json.loads((path / 'zarr.json').read_text())
+    try:
+        return tuple(int(n) for n in meta['chunk_grid']['configuration']['chunk_shape'])
+    except (KeyError, TypeError):
+        return ()
 
 
 def _child_env(config_dir: str) -> tuple[dict[str, str], list[str]]:
@@ -145,6 +154,22 @@ def _count_chunk_requests(log: list[dict[str, Any]], window: list[float]) -> int
     return sum(1 for e in log if t0 <= e['start'] <= t1 and not is_metadata_path(e['path']))
 
 
+def _count_requests(result: dict[str, Any], log: list[dict[str, Any]]) -> None:
+    """Add the HTTP chunk-request counts of the windows the scenarios reported."""
+    for r in result['results']:
+        extra = r.get('extra') or {}
+        if r.get('status') != 'ok':
+            continue
+        window = extra.get('window')
+        if r['scenario'] == 'S1' and window:
+            r['metrics']['chunk_requests'] = float(_count_chunk_requests(log, window))
+        windows = extra.get('step_windows')
+        if r['scenario'] == 'S3' and windows:
+            counts = [_count_chunk_requests(log, w) for w in windows]
+            extra['chunk_requests'] = counts
+            r['metrics']['chunk_requests_per_step'] = float(statistics.median(counts))
+
+
 def run_modes(spec: BenchSpec, modes: tuple[str, ...] | list[str] = MODES,
               workdir: Path | None = None, progress: Any = None) -> dict[str, Any]:
     """Run ``spec`` once per mode (sequentially, each in a fresh process) and collect results."""
@@ -155,34 +180,44 @@ def run_modes(spec: BenchSpec, modes: tuple[str, ...] | list[str] = MODES,
     if workdir is None:
         own_tmp = tempfile.TemporaryDirectory(prefix='napari-async-slicing-bench-')
         workdir = Path(own_tmp.name)
-    server = None
+    servers: dict[Path, Any] = {}  # one HTTP server per folder served (in this process)
     t0 = time.perf_counter()
+    max_seconds = len(modes) * spec.mode_timeout_s() + 120
+
+    def serve(path: Path) -> str:
+        root = path.parent
+        if root not in servers:
+            servers[root] = ZarrHTTPServer(root, latency=spec.latency, max_seconds=max_seconds).start()
+        return servers[root].url_for(path.name)
+
     try:
-        if {'S1', 'S2'} & set(spec.scenarios):
+        if VOLUME_SCENARIOS & set(spec.scenarios):
             progress(f'preparing sample volume {spec.size!r} ...')
             path = sample_data('volume', spec.size)
-            server = ZarrHTTPServer(path.parent, latency=spec.latency,
-                                    max_seconds=len(modes) * spec.mode_timeout_s() + 120).start()
-            spec.volume_url = server.url_for(path.name)
+            spec.volume_url = serve(path)
             spec.volume_shape = _volume_shape(path)
+        if OME_SCENARIOS & set(spec.scenarios):
+            progress(f'preparing sample OME-Zarr {spec.ome_size!r} ...')
+            path = sample_data('ome', spec.ome_size)
+            spec.ome_url = serve(path)
+            spec.ome_shape = _volume_shape(path / '0')
+            spec.ome_chunks = _chunk_shape(path / '0')
         modes_out: dict[str, Any] = {}
         for mode in modes:
             progress(f'running {mode} ...')
-            if server is not None:
+            for server in servers.values():
                 server.wait_idle(5)
                 server.reset_counters()
             result = run_one_mode(mode, spec, workdir, log_dir=workdir / 'logs')
-            if server is not None:
+            for server in servers.values():
                 server.wait_idle(5)
-                log = server.log
-                for r in result['results']:
-                    window = (r.get('extra') or {}).get('window')
-                    if r.get('status') == 'ok' and r['scenario'] == 'S1' and window:
-                        r['metrics']['chunk_requests'] = float(_count_chunk_requests(log, window))
+            log = [e for server in servers.values() for e in server.log]
+            if log:
+                _count_requests(result, log)
             progress(f'{mode}: {result["status"]} in {result["seconds"]:.1f} s')
             modes_out[mode] = result
     finally:
-        if server is not None:
+        for server in servers.values():
             server.stop()
         if own_tmp is not None:
             own_tmp.cleanup()

@@ -20,6 +20,7 @@ from napari_async_slicing._bench._probe import (
     constant_volume,
     exact_pattern_plane,
     gap_stats,
+    level_plane_identifier,
     now,
     pattern_plane,
     pattern_volume,
@@ -339,9 +340,206 @@ def scenario_s5(ctx: Context) -> tuple[dict[str, float], dict[str, Any]]:
     return metrics, {'steps': len(steps), 'interval_ms': interval}
 
 
+# -- S3: multiscale OME-Zarr -----------------------------------------------------------------------
+
+
+class _Deadline:
+    """The bound on one repetition: every wait inside it takes at most what is left."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.end = now() + seconds
+
+    def left(self, cap: float | None = None) -> float:
+        left = max(0.0, self.end - now())
+        return left if cap is None else min(left, cap)
+
+
+def _calm(ctx: Context, layer: Any, deadline: _Deadline) -> None:
+    """Wait (bounded) until the layer has nothing in flight and the main thread is calm."""
+    run_until(lambda: bool(layer.loaded), deadline.left(ctx.spec.scenario_timeout_s / 4))
+    run_until_quiet(ctx.heartbeat, quiet=0.15, timeout=deadline.left(2.0))
+
+
+def _view_facts(viewer: Any, layer: Any) -> dict[str, Any]:
+    """Canvas size, zoom and the data level napari picked (the same in every mode, or not fair)."""
+    from napari_async_slicing._napari_compat import vispy_node
+
+    facts: dict[str, Any] = {'zoom': float(viewer.camera.zoom), 'data_level': int(layer.data_level),
+                             'corner_pixels': layer.corner_pixels.tolist()}
+    try:
+        facts['canvas'] = [int(v) for v in vispy_node(viewer, layer).canvas.size]
+    except Exception:  # noqa: BLE001 - facts are best effort
+        pass
+    return facts
+
+
+def _settle_level(ctx: Context, layer: Any, watch: PlaneWatch, plane: int, deadline: _Deadline,
+                  what: str) -> None:
+    """Until vispy holds ``plane`` at the level napari picked, nothing is in flight for the layer
+    and the main thread is calm (a newer level or response would show up as a new record)."""
+
+    def done() -> bool:
+        cur = watch.current
+        return cur is not None and cur == (plane, int(layer.data_level)) and bool(layer.loaded)
+
+    while True:
+        if not run_until(done, deadline.left()):
+            raise ScenarioTimeout(f'{what}: vispy never showed plane {plane} at level '
+                                  f'{layer.data_level} within {deadline.seconds:.0f} s '
+                                  f'(holds plane, level {watch.current})')
+        count = len(watch.records)
+        run_until_quiet(ctx.heartbeat, quiet=0.2, timeout=deadline.left(3.0))
+        if len(watch.records) == count and done():
+            return
+
+
+def scenario_s3(ctx: Context) -> tuple[dict[str, float], dict[str, Any]]:
+    """Steps on a remote 4-level OME-Zarr: first pixels (any level) and full resolution."""
+    from napari_async_slicing._io import open_image
+
+    spec = ctx.spec
+    hb = ctx.heartbeat
+    deadline = _Deadline(spec.timeout_for('S3'))
+    data, kwargs = open_image(spec.ome_url, store=spec.store)
+    levels = list(data) if isinstance(data, (list, tuple)) else [data]
+    shapes = [(int(a.shape[-2]), int(a.shape[-1])) for a in levels]
+    nz = int(levels[0].shape[0])
+    first_ms: list[float] = []
+    full_ms: list[float] = []
+    full_levels: list[int] = []
+    first_levels: list[int] = []
+    windows: list[list[float]] = []
+    gaps: list[tuple[float, float]] = []
+    with _viewer(ctx) as viewer:
+        layer = viewer.add_image(levels, multiscale=len(levels) > 1, name='S3 ome',
+                                 **{k: v for k, v in kwargs.items() if k != 'name'})
+        viewer.reset_view()
+        watch = PlaneWatch(viewer, layer, level_plane_identifier(shapes), hb)
+        viewer.dims.set_current_step(0, 0)
+        _settle_level(ctx, layer, watch, 0, deadline, 'S3 initial plane')
+        view = _view_facts(viewer, layer)
+        steps = _steps(nz, spec.ome_steps)
+        _arm(ctx)
+        for z in steps:
+            t = now()
+            viewer.dims.set_current_step(0, z)
+            _settle_level(ctx, layer, watch, z, deadline, f'S3 step to plane {z}')
+            level = watch.current[1]
+            t_first = watch.first_time_matching(lambda p, z=z: p is not None and p[0] == z, t)
+            t_full = watch.first_time_at_or_after((z, level), t)
+            assert t_first is not None and t_full is not None
+            first_ms.append((t_first - t) * 1000)
+            full_ms.append((t_full - t) * 1000)
+            full_levels.append(level)
+            first_levels.append(next(p[1] for tt, p in watch.records
+                                     if tt == t_first and p is not None and p[0] == z))
+            windows.append([t, now()])
+            gaps += hb.gaps(t, t_full + 0.05)
+            run_for(0.1)
+        _disarm(ctx)
+        view['data_level_end'] = int(layer.data_level)
+        watch.disconnect()
+    metrics = {
+        'first_pixels_ms': statistics.median(first_ms),
+        'full_res_ms': statistics.median(full_ms),
+        'full_res_max_ms': max(full_ms),
+        'full_res_level': float(statistics.median(full_levels)),
+        'max_gap_ms': gap_stats(gaps)['max_gap_ms'],
+    }
+    extra = {'steps': steps, 'first_pixels_ms': first_ms, 'full_res_ms': full_ms,
+             'first_levels': first_levels, 'full_levels': full_levels, 'level_shapes': shapes,
+             'view': view, 'step_windows': windows}
+    return metrics, extra
+
+
+# -- S6: revisit / neighbour after a pause ---------------------------------------------------------
+
+
+def _s6_plan(nz: int, revisits: int, neighbours: int) -> tuple[list[tuple[int, int]], list[int]]:
+    """Planes never shown before: ``(A, B)`` per revisit trial, ``P`` (then ``P + 1``) per
+    neighbour trial, spread over the volume; plane 0 (shown first) and napari's initial plane
+    (``nz // 2``, requested when the layer is added) are not used."""
+    blocks = revisits + neighbours
+    size = (nz - 2) // max(1, blocks)
+    if blocks < 1 or size < 2:
+        raise ValueError(f'S6 needs at least 2 planes per trial: {nz} planes, {blocks} trials')
+    taken = {0, nz // 2}
+    pairs: list[tuple[int, int]] = []
+    nxt = 1
+    for i in range(blocks):
+        gap = max(1, size // 2) if i < revisits else 1
+        a = max(nxt, 1 + i * size)
+        while a + gap < nz and (a in taken or a + gap in taken):
+            a += 1
+        if a + gap >= nz:
+            raise ValueError(f'S6: not enough fresh planes in {nz} for {blocks} trials')
+        pairs.append((a, a + gap))
+        taken.update(range(a, a + gap + 1))
+        nxt = a + gap + 1
+    return pairs[:revisits], [a for a, _ in pairs[revisits:]]
+
+
+def scenario_s6(ctx: Context) -> tuple[dict[str, float], dict[str, Any]]:
+    """(a) revisit: A, B, back to A; (b) rest on P for ``pause_s``, then P + 1."""
+    spec = ctx.spec
+    deadline = _Deadline(spec.timeout_for('S6'))
+    revisit_pairs, neighbour_planes = _s6_plan(spec.volume_shape[0], spec.revisit_trials,
+                                               spec.neighbour_trials)
+    revisit: list[float] = []
+    neighbour: list[float] = []
+    with _viewer(ctx) as viewer:
+        layer = _remote_layer(viewer, spec, 'S6')
+        watch = PlaneWatch(viewer, layer, pattern_plane, ctx.heartbeat)
+        viewer.dims.set_current_step(0, 0)
+        _settle(ctx, watch, 0, 'S6')
+        _calm(ctx, layer, deadline)
+
+        def show(z: int, what: str) -> tuple[float, float]:
+            """Step to ``z``; return (set time, time vispy holds it)."""
+            t = now()
+            viewer.dims.set_current_step(0, z)
+            if not run_until(lambda: watch.first_time_at_or_after(z, t) is not None,
+                             deadline.left(spec.scenario_timeout_s / 4), poll_ms=1):
+                raise ScenarioTimeout(f'S6 {what}: vispy never showed plane {z} '
+                                      f'(holds {watch.current})')
+            shown = watch.first_time_at_or_after(z, t)
+            assert shown is not None
+            _calm(ctx, layer, deadline)
+            return t, shown
+
+        _arm(ctx)
+        for a, b in revisit_pairs:
+            show(a, 'revisit A')
+            show(b, 'revisit B')
+            t, shown = show(a, 'back to A')
+            revisit.append((shown - t) * 1000)
+        for p in neighbour_planes:
+            _, shown_p = show(p, 'neighbour P')
+            run_for(max(0.0, spec.pause_s - (now() - shown_p)))  # rest on P
+            t, shown = show(p + 1, 'neighbour P+1')
+            neighbour.append((shown - t) * 1000)
+        _disarm(ctx)
+        watch.disconnect()
+    latency_ms = spec.latency * 1000
+    rev = statistics.median(revisit)
+    nb = statistics.median(neighbour)
+    metrics = {
+        'revisit_ms': rev,
+        'neighbour_ms': nb,
+        'revisit_ratio': rev / latency_ms if latency_ms > 0 else float('nan'),
+        'neighbour_ratio': nb / latency_ms if latency_ms > 0 else float('nan'),
+    }
+    extra = {'revisit_pairs': revisit_pairs, 'neighbour_planes': neighbour_planes,
+             'revisit_ms': revisit, 'neighbour_ms': neighbour, 'pause_s': spec.pause_s}
+    return metrics, extra
+
+
 RUNNERS: dict[str, Callable[[Context], tuple[dict[str, float], dict[str, Any]]]] = {
     'S1': scenario_s1,
     'S2': scenario_s2,
+    'S3': scenario_s3,
     'S4': scenario_s4,
     'S5': scenario_s5,
+    'S6': scenario_s6,
 }
