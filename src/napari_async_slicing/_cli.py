@@ -38,7 +38,7 @@ def _parser() -> argparse.ArgumentParser:
 
     sub.add_parser('serve', help='serve zarr data over HTTP on 127.0.0.1 (testing server)',
                    add_help=False)
-    sub.add_parser('bench', help='napari sync vs napari async vs ours, side by side (S1-S5)',
+    sub.add_parser('bench', help='napari sync vs napari async vs ours, side by side (S1-S6)',
                    add_help=False)
     return parser
 
