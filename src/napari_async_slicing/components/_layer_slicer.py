@@ -287,8 +287,7 @@ class AsyncLayerSlicer:
         """Apply responses on the Qt main thread (called by our ``QtViewer`` hook)."""
         from napari_async_slicing._qt._main_thread import MainThreadCaller
 
-        self._main_caller_object = MainThreadCaller()
-        self._call_on_main = self._main_caller_object
+        self._call_on_main = MainThreadCaller()
 
     # --- scheduling --------------------------------------------------------------------------
 
@@ -350,10 +349,7 @@ class AsyncLayerSlicer:
 
     def _stop(self, task: _Task) -> None:
         """Supersede a task: drop it if it never started, else cancel its reads."""
-        if task.started is None and task.future.cancel():
-            self._in_flight.discard(task)
-            self._record(task, task.layer_ref(), 'dropped')
-        else:
+        if task.started is not None or not self._drop(task):
             task.token.cancel()
 
     def _supersede_all(self, state: _LayerState) -> None:
@@ -386,11 +382,13 @@ class AsyncLayerSlicer:
         self._apply(task)
         return task
 
-    def _drop(self, task: _Task) -> None:
-        """Cancel a task that never started."""
-        task.future.cancel()
+    def _drop(self, task: _Task) -> bool:
+        """Cancel a task that has not started; False if it already has."""
+        if not task.future.cancel():
+            return False
         self._in_flight.discard(task)
         self._record(task, task.layer_ref(), 'dropped')
+        return True
 
     def _record(self, task: _Task, layer: Any, outcome: str) -> None:
         state = self._states.get(layer) if layer is not None else None
