@@ -559,10 +559,9 @@ class AsyncLayerSlicer:
                 self._report_failure(layer, task)
         elif task.epoch == state.epoch and task.request_id > state.shown_id:
             outcome = 'applied'
-            compat.update_slice_response(layer, task.response)
             state.shown_id = task.request_id
+            _slice.apply(layer, task.response)
             compat.mark_loaded(layer, task.request_id)
-            compat.refresh_after_apply(layer)
         else:
             outcome = 'stale'
             compat.mark_loaded(layer, task.request_id)

@@ -1,8 +1,9 @@
 """Per-layer-type slicing: turn napari's by-value request into one our workers can run.
 
-Each module handles one family of layer types. :func:`prepare` returns a request with the same
-``id`` whose data access is cancellable (see :mod:`napari_async_slicing._reading`); layers not
-listed keep napari's own request unchanged.
+Each module handles one family of layer types. :func:`prepare` (worker side, before the request
+runs) returns a request with the same ``id`` whose data access is cancellable (see
+:mod:`napari_async_slicing._reading`); :func:`apply` (main thread) hands a response to its layer.
+Layers not listed keep napari's own request and apply path unchanged.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from napari_async_slicing import _napari_compat as compat
 from napari_async_slicing._reading import LazySource
 from napari_async_slicing.layers._slice import _scalar_field
 
@@ -21,6 +23,12 @@ def prepare(request: Any) -> Any:
     if _scalar_field.handles(request):
         return _scalar_field.prepare(request)
     return request
+
+
+def apply(layer: Any, response: Any) -> None:
+    """Main thread: show ``response`` on ``layer`` (what napari's ``QtViewer._on_slice_ready`` does)."""
+    compat.update_slice_response(layer, response)
+    compat.refresh_after_apply(layer)
 
 
 def in_memory(request: Any) -> bool:
