@@ -50,6 +50,20 @@ def remote_volume(server):
     return open_remote_array(server.url_for('volume.zarr'))
 
 
+@pytest.fixture
+def errors(monkeypatch) -> list:
+    """Error notifications napari would show, collected instead."""
+    from napari.utils.notifications import notification_manager
+
+    received: list = []
+    monkeypatch.setattr(
+        notification_manager,
+        'receive_error',
+        lambda exctype, value, tb, thread=None: received.append(value),
+    )
+    return received
+
+
 def slicer_threads() -> list[threading.Thread]:
     return [t for t in threading.enumerate() if t.name.startswith('napari-async-slicing')]
 

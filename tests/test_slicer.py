@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from napari.utils.notifications import notification_manager
 
 from napari_async_slicing._reading import SliceCancelled
 from napari_async_slicing.testing import plane_value, which_plane
@@ -100,17 +99,6 @@ def test_loading_cue_turns_on_and_off(viewer, server, remote_volume, qtbot):
     assert index.data(LoadedRole) is False
     qtbot.waitUntil(lambda: seen == [False, True], timeout=5000)
     assert index.data(LoadedRole) is True
-
-
-@pytest.fixture
-def errors(monkeypatch):
-    received: list = []
-    monkeypatch.setattr(
-        notification_manager,
-        'receive_error',
-        lambda exctype, value, tb, thread=None: received.append(value),
-    )
-    return received
 
 
 def test_failures_notify_rate_limited_and_leave_loading(viewer, server, remote_volume, qtbot, errors):

@@ -18,6 +18,7 @@ Seams (napari 0.9.2):
 from __future__ import annotations
 
 import functools
+import threading
 import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -148,6 +149,9 @@ def install(slicer_factory: Callable[[], Any], slicer_type: type) -> None:
         viewer_screenshot=Viewer.screenshot,
         window_public_screenshot=Window.screenshot,
         layer_refresh=Layer.refresh,
+        layer_construct=type(Layer).__call__,
+        on_add_layer=ViewerModel._on_add_layer,
+        labels_get_dtype=_labels_utils().get_dtype,
         had_sync_slicing='sync_slicing' in ViewerModel.__dict__,
     )
     attr.default_factory = slicer_factory
@@ -188,6 +192,12 @@ def install(slicer_factory: Callable[[], Any], slicer_type: type) -> None:
     @functools.wraps(orig_refresh)
     def layer_refresh(self: Any, event: Any = None, **kwargs: Any) -> None:
         slicer = managing_slicer(self)
+        if slicer is None and _constructing.depth and not _in_memory_data(self):
+            # Deferred first render: a new layer over lazy (remote) data is not sliced at
+            # construction (napari would read plane 0 on the main thread); the viewer slices it,
+            # at the step dims asks for, once it is added.
+            self._refresh_sync(extent=kwargs.get('extent', True), force=True)
+            return None
         if (
             slicer is None
             or not kwargs.get('data_displayed', True)
@@ -202,6 +212,37 @@ def install(slicer_factory: Callable[[], Any], slicer_type: type) -> None:
         return None
 
     Layer.refresh = layer_refresh
+
+    orig_construct = _saved['layer_construct']
+
+    def layer_construct(cls: Any, *args: Any, **kwargs: Any) -> Any:
+        # napari's layer metaclass runs ``_post_init`` (which refreshes = slices) after __init__.
+        _constructing.depth += 1
+        try:
+            return orig_construct(cls, *args, **kwargs)
+        finally:
+            _constructing.depth -= 1
+
+    type(Layer).__call__ = layer_construct
+
+    orig_on_add_layer = _saved['on_add_layer']
+
+    @functools.wraps(orig_on_add_layer)
+    def on_add_layer(self: Any, event: Any) -> None:
+        # napari slices a new layer at the current dims, then (first layer) moves dims to the
+        # centre: start reads only once dims have settled, so plane 0 is never requested.
+        slicer = self._layer_slicer
+        if not isinstance(slicer, slicer_type):
+            return orig_on_add_layer(self, event)
+        # Route the layer's refreshes through our slicer from now on: napari's first canvas
+        # draw after the dims sliders change refreshes (slices) multiscale layers.
+        manage(event.value, slicer)
+        with slicer.deferred():
+            return orig_on_add_layer(self, event)
+
+    ViewerModel._on_add_layer = on_add_layer
+
+    _patch_labels_get_dtype(_labels_dtype)
 
     if not _saved['had_sync_slicing']:
         from napari_async_slicing._sync import sync_slicing
@@ -241,9 +282,56 @@ def uninstall() -> None:
     Viewer.screenshot = _saved['viewer_screenshot']
     Window.screenshot = _saved['window_public_screenshot']
     Layer.refresh = _saved['layer_refresh']
+    type(Layer).__call__ = _saved['layer_construct']
+    ViewerModel._on_add_layer = _saved['on_add_layer']
+    _patch_labels_get_dtype(_saved['labels_get_dtype'])
     if not _saved['had_sync_slicing'] and 'sync_slicing' in ViewerModel.__dict__:
         delattr(ViewerModel, 'sync_slicing')
     _saved.clear()
+
+
+def _labels_utils() -> Any:
+    from napari.layers.labels import _labels_utils
+
+    return _labels_utils
+
+
+def _labels_dtype(layer: Any) -> Any:
+    """The Labels layer's dtype from metadata (napari 0.9.2's ``get_dtype`` reads plane 0 for it)."""
+    dtype = getattr(layer.data, 'dtype', None)
+    return dtype if dtype is not None else _saved['labels_get_dtype'](layer)
+
+
+def _patch_labels_get_dtype(function: Callable[[Any], Any]) -> None:
+    """Point ``get_dtype`` at ``function`` in napari's labels utils and every module that imported it.
+
+    The Labels layer controls call it while a layer is added, on the main thread.
+    """
+    import sys
+
+    utils = _labels_utils()
+    current = utils.get_dtype
+    for name, module in list(sys.modules.items()):
+        if name.startswith('napari') and getattr(module, 'get_dtype', None) is current:
+            module.get_dtype = function
+
+
+class _Constructing(threading.local):
+    depth = 0
+
+
+#: How many layer constructors are running on this thread.
+_constructing = _Constructing()
+
+
+def _in_memory_data(layer: Any) -> bool:
+    """True if the layer's data (every level, if multiscale) is in memory (numpy)."""
+    import numpy as np
+
+    data = getattr(layer, 'data', None)
+    if getattr(layer, 'multiscale', False):
+        return all(isinstance(level, np.ndarray) for level in data)
+    return data is None or isinstance(data, np.ndarray | list | tuple)
 
 
 # Layers whose slicing our slicer currently owns (so ``Layer.refresh`` routes through it).

@@ -148,6 +148,9 @@ class AsyncLayerSlicer:
         self._call_on_main: Callable[[Callable[[], None]], None] | None = None
         self._main_thread = threading.main_thread()
         self._no_wait_depth = 0
+        #: While > 0 (see ``deferred``), tasks are queued but not started.
+        self._defer_depth = 0
+        self._deferred: list[_Task] = []
         self._notifier = _FailureNotifier()
         self._shut_down = False
         self.screenshot_timeout = self.options.screenshot_timeout
@@ -185,6 +188,28 @@ class AsyncLayerSlicer:
         finally:
             self._no_wait_depth -= 1
 
+    @contextmanager
+    def deferred(self) -> Iterator[None]:
+        """Queue requests submitted inside the block; start only the newest per layer at its end.
+
+        Used while napari adds a layer: it slices the new layer at the current dims and then moves
+        dims to the centre, so without this the first read would be for a plane nobody sees.
+        """
+        self._defer_depth += 1
+        try:
+            yield
+        finally:
+            self._defer_depth -= 1
+            if not self._defer_depth:
+                self._start_deferred()
+
+    def _start_deferred(self) -> None:
+        with self._lock:
+            tasks, self._deferred = self._deferred, []
+            for task in tasks:
+                if not task.future.cancelled():  # superseded ones were dropped unstarted
+                    self._start(task)
+
     def submit(
         self, *, layers: Iterable[Any], dims: Any, force: bool = False
     ) -> Future[dict] | None:
@@ -213,6 +238,7 @@ class AsyncLayerSlicer:
         """Wait for all submitted slices; on the main thread also apply them before returning."""
         if self._no_wait_depth:
             return
+        self._start_deferred()
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             with self._lock:
@@ -339,7 +365,10 @@ class AsyncLayerSlicer:
                 else:
                     self._stop(old)
             state.current = task
-            self._start(task)
+            if self._defer_depth:
+                self._deferred.append(task)
+            else:
+                self._start(task)
         return task
 
     def _nearly_done(self, state: _LayerState, task: _Task) -> bool:
