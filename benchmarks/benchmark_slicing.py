@@ -1,4 +1,4 @@
-"""asv benchmarks: NAP-4 G3 latencies and DESIGN.md S1/S2/S3/S6 at a reduced size, per slicing mode.
+"""asv benchmarks: NAP-4 G3 latencies and DESIGN.md S1/S2/S3/S6/S7 at a reduced size, per slicing mode.
 
 asv's timing benchmarks cannot see an asynchronous slice land on screen, so these are ``track_*``
 benchmarks returning milliseconds (or counts). ``setup_cache`` runs the scenarios once per asv run
@@ -31,7 +31,7 @@ def _spec():
 
     size = os.environ.get('NAPARI_ASYNC_SLICING_ASV_SIZE', 'small')
     latency = float(os.environ.get('NAPARI_ASYNC_SLICING_ASV_LATENCY', '0.05'))
-    return BenchSpec.make(quick=True, size=size, scenarios=['S1', 'S2', 'S3', 'S4', 'S5', 'S6'],
+    return BenchSpec.make(quick=True, size=size, scenarios=['S1', 'S2', 'S3', 'S4', 'S5', 'S6', 'S7'],
                           repeat=1, latency=latency, keep_timeline=False)
 
 
@@ -110,3 +110,11 @@ track_s6_revisit = _track(
 track_s6_neighbour_after_pause = _track(
     'track_s6_neighbour_after_pause', 'S6', 'neighbour_ms', 'ms',
     'S6: rest on plane P for 1 s, step to P + 1: time until vispy holds it (median).')
+
+# S7 opening remote data ------------------------------------------------------------------------------
+track_s7_add_image = _track(
+    'track_s7_add_image', 'S7', 'add_ms', 'ms',
+    'S7: viewer.add_image of the remote volume (no contrast limits given) until it returns.')
+track_s7_first_plane = _track(
+    'track_s7_first_plane', 'S7', 'first_plane_ms', 'ms',
+    'S7: viewer.add_image call until vispy holds the plane dims shows.')

@@ -52,7 +52,7 @@ def tiny_bench(tmp_path_factory):
     which keeps this file near 2 minutes): every scenario on the tiny samples, 50 ms per request."""
     out = tmp_path_factory.mktemp('bench') / 'bench'
     argv = ['--quick', '--size', 'tiny', '--repeat', '1', '--latency', '0.05',
-            '--scenarios', 'S1,S2,S3,S4,S5,S6', '--out', str(out)]
+            '--scenarios', 'S1,S2,S3,S4,S5,S6,S7', '--out', str(out)]
     assert bench_main(argv) == 0
     return out, (out / 'bench.md').read_text(), json.loads((out / 'bench.json').read_text())
 
@@ -125,6 +125,19 @@ def test_bench_main_multiscale_and_revisit_tiny(tiny_bench):
     # Every mode measured the same canvas, zoom and level.
     views = {json.dumps(_records(doc, m, 'S3')[0]['extra']['view'], sort_keys=True) for m in MODES}
     assert len(views) == 1, views
+
+
+def test_bench_main_open_tiny(tiny_bench):
+    _, md, doc = tiny_bench
+    _assert_numeric_per_mode(md, ['add_image returns after', 'call to the plane dims shows on screen'])
+    for mode in MODES:
+        (s7,) = _records(doc, mode, 'S7')
+        assert s7['status'] == 'ok', s7
+    # napari picks limits from plane 0 while the centre plane is shown; ours from the shown plane,
+    # which is the only plane ours ever shows.
+    assert doc['table']['S7']['clims_fit']['napari-sync'] == 0
+    assert doc['table']['S7']['clims_fit']['ours'] == 1
+    assert doc['table']['S7']['other_planes_shown']['ours'] == 0
 
 
 def test_bench_main_rejects_unknown_scenarios(tmp_path):

@@ -16,9 +16,9 @@ MODE_TITLES: dict[str, str] = {
 
 #: Scenarios, in table order. S3 and S6 are measured without a chunk cache, prefetch or progressive
 #: multiscale (issue 7): they are the baseline those features must beat.
-SCENARIOS: tuple[str, ...] = ('S1', 'S2', 'S3', 'S4', 'S5', 'S6')
+SCENARIOS: tuple[str, ...] = ('S1', 'S2', 'S3', 'S4', 'S5', 'S6', 'S7')
 #: Scenarios that read the remote single-scale volume / the remote OME-Zarr.
-VOLUME_SCENARIOS: frozenset[str] = frozenset({'S1', 'S2', 'S6'})
+VOLUME_SCENARIOS: frozenset[str] = frozenset({'S1', 'S2', 'S6', 'S7'})
 OME_SCENARIOS: frozenset[str] = frozenset({'S3'})
 
 SCENARIO_TITLES: dict[str, str] = {
@@ -28,6 +28,7 @@ SCENARIO_TITLES: dict[str, str] = {
     'S4': 'S4 in-memory single slice (NAP-4 G3)',
     'S5': 'S5 25 requests in 1 s (NAP-4 G3)',
     'S6': 'S6 revisit / neighbour after pause',
+    'S7': 'S7 open: add_image of the remote volume',
 }
 
 
@@ -80,6 +81,17 @@ METRICS: dict[str, tuple[Metric, ...]] = {
         Metric('neighbour_ms', 'neighbour: rest on P for 1 s, step to P+1: median', 'ms'),
         Metric('revisit_ratio', 'revisit / request latency', 'x'),
         Metric('neighbour_ratio', 'neighbour / request latency', 'x'),
+    ),
+    'S7': (
+        Metric('add_ms', 'add_image returns after', 'ms'),
+        Metric('floor_ms', 'reference: add_image of an in-memory array of that shape', 'ms'),
+        Metric('add_over_floor_ms', 'add_image beyond that reference', 'ms'),
+        Metric('chunk_requests_during_add', 'HTTP chunk requests started during add_image', ''),
+        Metric('first_plane_ms', 'call to the plane dims shows on screen', 'ms'),
+        Metric('first_plane_ratio', 'that / request latency', 'x'),
+        Metric('max_gap_after_ms', 'max main-thread gap after add_image returned', 'ms'),
+        Metric('other_planes_shown', 'other planes vispy showed after it returned', ''),
+        Metric('clims_fit', 'contrast limits fit the shown plane (1 = yes)', '', False, ratio=False),
     ),
 }
 

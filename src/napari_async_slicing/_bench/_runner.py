@@ -163,6 +163,9 @@ def _count_requests(result: dict[str, Any], log: list[dict[str, Any]]) -> None:
         window = extra.get('window')
         if r['scenario'] == 'S1' and window:
             r['metrics']['chunk_requests'] = float(_count_chunk_requests(log, window))
+        add_window = extra.get('add_window')
+        if r['scenario'] == 'S7' and add_window:
+            r['metrics']['chunk_requests_during_add'] = float(_count_chunk_requests(log, add_window))
         windows = extra.get('step_windows')
         if r['scenario'] == 'S3' and windows:
             counts = [_count_chunk_requests(log, w) for w in windows]

@@ -535,6 +535,73 @@ def scenario_s6(ctx: Context) -> tuple[dict[str, float], dict[str, Any]]:
     return metrics, extra
 
 
+# -- S7: opening remote data -----------------------------------------------------------------------
+
+
+def scenario_s7(ctx: Context) -> tuple[dict[str, float], dict[str, Any]]:
+    """``viewer.add_image`` of the remote volume without contrast limits, into an empty viewer.
+
+    The reference ("floor") is napari adding an in-memory array of the same shape with limits
+    given: its own layer, controls and canvas work, which no slicer can avoid.
+    """
+    import numpy as np
+
+    from napari_async_slicing.testing import open_remote_array
+
+    spec = ctx.spec
+    hb = ctx.heartbeat
+    nz, ny, nx = spec.volume_shape
+    with _viewer(ctx) as viewer:
+        floor_data = np.broadcast_to(np.zeros((1, ny, nx), np.uint16), (nz, ny, nx))
+        floor_ms = 0.0
+        for _ in range(2):  # the first add of a process pays one-off imports and shader builds
+            t = now()
+            floor_layer = viewer.add_image(floor_data, contrast_limits=(0, 1), name='S7 floor')
+            floor_ms = (now() - t) * 1000
+            run_until_quiet(ctx.heartbeat)
+            viewer.layers.remove(floor_layer)
+        array = open_remote_array(spec.volume_url, store=spec.store)  # metadata, before timing
+        run_until_quiet(ctx.heartbeat)
+        _arm(ctx)
+        t0 = now()
+        layer = viewer.add_image(array, name='S7 remote')
+        t_ret = now()
+        centre = int(viewer.dims.current_step[0])
+        # A layer not sliced yet holds a 1x1 placeholder: only whole planes count.
+        watch = PlaneWatch(viewer, layer, lambda d: pattern_plane(d) if np.shape(d)[-2:] == (ny, nx)
+                           else None, hb)
+        if not run_until(lambda: watch.current == centre and bool(layer.loaded),
+                         spec.scenario_timeout_s / 2):
+            raise ScenarioTimeout(f'S7: vispy never showed plane {centre} (holds {watch.current})')
+        t_first = watch.first_time_at_or_after(centre, t0)
+        assert t_first is not None
+        run_for(0.1)
+        _disarm(ctx)
+        plane = np.asarray(array[centre])
+        low, high = (float(v) for v in layer.contrast_limits)
+        span = float(plane.max()) - float(plane.min())
+        fits = low <= plane.min() and plane.max() <= high and (high - low) <= 4 * max(span, 1.0)
+        others = {p for _, p in watch.records if p is not None and p != centre}
+        watch.disconnect()
+    gaps = gap_stats(hb.gaps(t_ret, t_first + 0.1))
+    add_ms = (t_ret - t0) * 1000
+    first_ms = (t_first - t0) * 1000
+    metrics = {
+        'add_ms': add_ms,
+        'floor_ms': floor_ms,
+        'add_over_floor_ms': add_ms - floor_ms,
+        'first_plane_ms': first_ms,
+        'first_plane_ratio': first_ms / (spec.latency * 1000) if spec.latency > 0 else float('nan'),
+        'max_gap_after_ms': gaps['max_gap_ms'],
+        'other_planes_shown': float(len(others)),
+        'clims_fit': 1.0 if fits else 0.0,
+    }
+    extra = {'add_window': [t0, t_ret], 'window': [t0, t_first], 'centre': centre,
+             'contrast_limits': [low, high], 'plane_range': [float(plane.min()), float(plane.max())],
+             'shown': [[t - t0, p] for t, p in watch.records]}
+    return metrics, extra
+
+
 RUNNERS: dict[str, Callable[[Context], tuple[dict[str, float], dict[str, Any]]]] = {
     'S1': scenario_s1,
     'S2': scenario_s2,
@@ -542,4 +609,5 @@ RUNNERS: dict[str, Callable[[Context], tuple[dict[str, float], dict[str, Any]]]]
     'S4': scenario_s4,
     'S5': scenario_s5,
     'S6': scenario_s6,
+    'S7': scenario_s7,
 }
