@@ -96,6 +96,26 @@ def slice_dims_sync(layer: Layer, dims: Any, force: bool) -> None:
     layer._slice_dims(dims=dims, force=force)
 
 
+def reference_slice(layer: Layer, dims: Any) -> Layer:
+    """A copy of ``layer`` (same data and state) sliced by napari's own synchronous path.
+
+    What napari would show for this state: the reference our slicer is checked against.
+    """
+    from napari.layers import Layer as _Layer
+
+    data, meta, layer_type = layer.as_layer_data_tuple()
+    copy = _Layer.create(data, meta, layer_type)
+    # napari slices a visible layer when its slice input changes (``force`` skips slicing).
+    if not copy._slicing_state.set_slice_input_from_dims(dims, False):
+        copy.set_view_slice()
+    return copy
+
+
+def displayed_slice(layer: Layer) -> Any:
+    """What a sliced Image/Labels layer hands to vispy (``layer._slice.image.view``)."""
+    return layer._slice.image.view
+
+
 def loaded_signal(layer: Layer) -> Any | None:
     """The psygnal signal napari emits when ``layer.loaded`` changes (never forwarded in 0.9.2)."""
     state = getattr(layer, '_slicing_state', None)
