@@ -161,7 +161,11 @@ def test_fuzz_viewer_matches_napari_sync(viewer, server, remote_volume, qtbot, e
 
 
 @pytest.mark.slow
-def test_fuzz_viewer_matches_napari_sync_long(viewer, server, remote_volume, qtbot, errors):
+def test_fuzz_viewer_matches_napari_sync_long(viewer, volume_path, qtbot, errors):
+    from napari_async_slicing.testing import ZarrHTTPServer, open_remote_array
+
     STATS.update(steps=0, settles=0, checks=0)
-    _run(viewer, server, remote_volume, qtbot, errors, examples=40, steps=40)
+    with ZarrHTTPServer(volume_path.parent, max_seconds=3600) as server:  # outlives a long run
+        remote = open_remote_array(server.url_for('volume.zarr'))
+        _run(viewer, server, remote, qtbot, errors, examples=40, steps=40)
     print(f'fuzz: {STATS}')
