@@ -170,6 +170,40 @@ def test_live_toggle_during_a_scrub(plain_viewer, server, remote_volume, qtbot, 
     notification_manager.notification_ready.disconnect(errors.append)
 
 
+def test_swap_from_napari_async_never_waits_for_its_running_read(
+    plain_viewer, server, remote_volume, qtbot
+):
+    """napari's own async slicer (preference on) mid-read: the swap leaves its read to finish
+    unseen on its thread instead of blocking the main thread; its plane never shows."""
+    from napari.settings import get_settings
+
+    from .test_slicer import record_shown
+
+    viewer = plain_viewer
+    settings = get_settings()
+    previous = settings.experimental.async_
+    settings.experimental.async_ = True
+    try:
+        layer = add_remote_sync(viewer, remote_volume, name='remote')
+        napari_slicer = viewer._layer_slicer
+        assert not napari_slicer._force_sync
+        server.configure(latency=2.0)
+        step_to(viewer, 2)
+        qtbot.waitUntil(lambda: server.in_flight > 0, timeout=3000)  # napari's worker reads plane 2
+        server.configure(latency=0.05)
+        shown = record_shown(viewer, layer)
+        ours = napari_async_slicing.enable_in(viewer)
+        assert compat.slicer_threads_alive(napari_slicer)  # returned without waiting for it
+        step_to(viewer, 7)
+        qtbot.waitUntil(lambda: shown_plane(viewer, layer) == 7 and layer.loaded, timeout=5000)
+        qtbot.waitUntil(lambda: not compat.slicer_threads_alive(napari_slicer), timeout=5000)
+        qtbot.wait(100)  # anything napari's finished read could still post is processed
+        assert 2 not in shown and shown_plane(viewer, layer) == 7
+        assert viewer._layer_slicer is ours
+    finally:
+        settings.experimental.async_ = previous
+
+
 def test_swap_is_a_no_op_for_the_slicer_in_use(viewer):
     slicer = viewer._layer_slicer
     assert napari_async_slicing.enable_in(viewer) is slicer
