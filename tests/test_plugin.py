@@ -37,19 +37,12 @@ PLUGIN = 'napari-async-slicing'
 OPTION_ENV = [f'NAPARI_ASYNC_SLICING_{f.upper()}' for f in SlicingOptions.__dataclass_fields__]
 
 
-@pytest.fixture(scope='session')
-def plugin_registered():
-    """Our manifest known to npe2 (as a pip install makes it; registered here if not installed).
-
-    Session-scoped: napari mirrors npe2 registrations into app-model, which has no unregister.
-    """
-    pm = npe2.PluginManager.instance()
-    registered_here = PLUGIN not in pm._manifests
-    if registered_here:
-        pm.register(npe2.PluginManifest.from_file(MANIFEST))
-    yield pm
-    if registered_here:
-        pm.unregister(PLUGIN)
+@pytest.fixture
+def plugin_registered(npe2pm):
+    """Our manifest registered with a test plugin manager, as a ``pip install`` makes napari find
+    it (npe2's ``npe2pm`` fixture: no other plugin, nothing left behind)."""
+    with npe2pm.tmp_plugin(manifest=str(MANIFEST)):
+        yield npe2pm
 
 
 @pytest.fixture
