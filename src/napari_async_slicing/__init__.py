@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from napari_async_slicing._live import disable_in, enable_in
 from napari_async_slicing._options import SlicingOptions
 from napari_async_slicing._sync import sync_slicing
 
@@ -20,7 +21,9 @@ __version__ = '0.1.0'
 __all__ = [
     'SlicingOptions',
     'disable',
+    'disable_in',
     'enable',
+    'enable_in',
     'enabled',
     'is_enabled',
     'sync_slicing',

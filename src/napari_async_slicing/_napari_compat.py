@@ -151,8 +151,17 @@ def _viewer_model_slicer_attr() -> Any:
 
 def install(slicer_factory: Callable[[], Any], slicer_type: type) -> None:
     """Make every new viewer use ``slicer_factory`` and patch the Qt seams for ``slicer_type``."""
+    patch_napari(slicer_type)
+    _saved['factory_attr'].default_factory = slicer_factory
+
+
+def patch_napari(slicer_type: type) -> None:
+    """Patch napari's classes for viewers that use ``slicer_type`` (idempotent).
+
+    The patches only act on viewers whose slicer is a ``slicer_type``; viewers with napari's own
+    slicer are untouched. New viewers keep napari's slicer unless :func:`install` is called.
+    """
     if _saved:
-        _saved['factory_attr'].default_factory = slicer_factory
         return
     from napari._qt.qt_main_window import Window
     from napari._qt.qt_viewer import QtViewer
@@ -174,7 +183,6 @@ def install(slicer_factory: Callable[[], Any], slicer_type: type) -> None:
         labels_get_dtype=_labels_utils().get_dtype,
         had_sync_slicing='sync_slicing' in ViewerModel.__dict__,
     )
-    attr.default_factory = slicer_factory
 
     orig_init = _saved['qtviewer_init']
 
@@ -183,10 +191,7 @@ def install(slicer_factory: Callable[[], Any], slicer_type: type) -> None:
         orig_init(self, viewer, *args, **kwargs)
         slicer = viewer._layer_slicer
         if isinstance(slicer, slicer_type):
-            # Our slicer applies responses itself, on the main thread, only if still newest.
-            slicer.events.ready.disconnect(self._on_slice_ready)
-            slicer.attach_main_thread()
-            viewer.layers.events.removed.connect(lambda event: slicer.forget(event.value))
+            connect_slicer(viewer, slicer, self)
 
     QtViewer.__init__ = qtviewer_init
 
@@ -352,6 +357,128 @@ def _in_memory_data(layer: Any) -> bool:
     if getattr(layer, 'multiscale', False):
         return all(isinstance(level, np.ndarray) for level in data)
     return data is None or isinstance(data, np.ndarray | list | tuple)
+
+
+# --- which slicer a viewer uses (new viewers: ``install``; running viewers: ``swap_slicer``) --
+
+#: Our slicers' "layer removed" callbacks (kept so a swap can disconnect them).
+_removed_hooks: weakref.WeakKeyDictionary[Any, Callable[[Any], None]] = weakref.WeakKeyDictionary()
+
+
+def unwrap_viewer(viewer: Any) -> Any:
+    """The viewer behind napari's ``PublicOnlyProxy`` (what plugin widgets are handed)."""
+    return getattr(viewer, '__wrapped__', viewer)
+
+
+def qt_viewer_of(viewer: Any) -> Any | None:
+    """The ``QtViewer`` showing ``viewer``, or None for a bare ``ViewerModel``."""
+    window = getattr(viewer, 'window', None)
+    return getattr(window, '_qt_viewer', None)
+
+
+def napari_slicer() -> Any:
+    """A new napari ``_LayerSlicer`` (it reads the async preference into ``_force_sync``)."""
+    from napari.components._layer_slicer import _LayerSlicer
+
+    return _LayerSlicer()
+
+
+def _is_ours(slicer: Any) -> bool:
+    return hasattr(slicer, 'attach_main_thread')
+
+
+def connect_slicer(viewer: Any, slicer: Any, qt_viewer: Any | None) -> None:
+    """Wire ``slicer`` into ``viewer`` (and its ``QtViewer``) as napari wires its own.
+
+    Our slicer applies responses itself, on the main thread, only if still newest: napari's
+    ``QtViewer._on_slice_ready`` is disconnected and the slicer forgets layers that leave the
+    viewer. napari's slicer gets ``_on_slice_ready`` connected, as ``QtViewer.__init__`` does.
+    """
+    if not _is_ours(slicer):
+        if qt_viewer is not None:
+            slicer.events.ready.connect(qt_viewer._on_slice_ready)
+        return
+    if qt_viewer is not None:
+        slicer.events.ready.disconnect(qt_viewer._on_slice_ready)
+        slicer.attach_main_thread()
+    slicer_ref = weakref.ref(slicer)
+
+    def forget(event: Any) -> None:
+        target = slicer_ref()
+        if target is not None and not target.is_shut_down:
+            target.forget(event.value)
+
+    _removed_hooks[slicer] = forget
+    viewer.layers.events.removed.connect(forget)
+
+
+def disconnect_slicer(viewer: Any, slicer: Any, qt_viewer: Any | None) -> None:
+    """Undo :func:`connect_slicer` (nothing from ``slicer`` reaches the viewer afterwards)."""
+    if qt_viewer is not None:
+        slicer.events.ready.disconnect(qt_viewer._on_slice_ready)
+    forget = _removed_hooks.pop(slicer, None)
+    if forget is not None:
+        viewer.layers.events.removed.disconnect(forget)
+
+
+def shutdown_slicer(slicer: Any) -> None:
+    """Shut ``slicer`` down without blocking the main thread on a read.
+
+    Ours cancels its reads and waits for its threads (quick: reads are cancellable). napari's
+    ``_LayerSlicer.shutdown`` waits for its running task, which can be a slow remote read; we
+    cancel its queued tasks and let the running one end on its own thread (its response reaches
+    nobody: callers disconnect the slicer first).
+    """
+    if _is_ours(slicer):
+        slicer.shutdown()
+        return
+    slicer._executor.shutdown(wait=False, cancel_futures=True)
+    slicer.events.disconnect()
+    slicer.events.ready.disconnect()
+
+
+def slicer_threads_alive(slicer: Any) -> bool:
+    """True while any of ``slicer``'s worker threads is still running."""
+    executors = (
+        [slicer._interactive, slicer._heavy] if _is_ours(slicer) else [slicer._executor]
+    )
+    return any(t.is_alive() for ex in executors for t in list(getattr(ex, '_threads', ())))
+
+
+def swap_slicer(viewer: Any, new_slicer: Any) -> Any:
+    """Make a running ``viewer`` use ``new_slicer``; return the old one (shut down).
+
+    The old slicer is disconnected first (so none of its in-flight responses is shown), then
+    shut down (its reads cancelled or left to finish unseen: no thread left); the new one is
+    wired as for a new viewer and the current dims are sliced again, so the canvas shows the
+    current planes without a restart.
+    """
+    viewer = unwrap_viewer(viewer)
+    old = viewer._layer_slicer
+    if old is new_slicer:
+        return old
+    if _is_ours(new_slicer):
+        patch_napari(type(new_slicer))
+    qt_viewer = qt_viewer_of(viewer)
+    disconnect_slicer(viewer, old, qt_viewer)
+    shutdown_slicer(old)
+    viewer._layer_slicer = new_slicer
+    connect_slicer(viewer, new_slicer, qt_viewer)
+    reslice_all(viewer, new_slicer)
+    return old
+
+
+def reslice_all(viewer: Any, slicer: Any) -> None:
+    """Slice every layer of ``viewer`` at the current dims again with ``slicer``."""
+    layers = list(viewer.layers)
+    if _is_ours(slicer):
+        slicer.submit(layers=layers, dims=viewer.dims, force=True)
+        return
+    # napari's slicer: a forced ``Layer._slice_dims`` updates the slice input but skips the view
+    # slice, so set the input, then let ``Layer.refresh`` slice (sync) or submit a reload (async).
+    for layer in layers:
+        layer._slicing_state.set_slice_input_from_dims(viewer.dims, force=True)
+        layer.refresh()
 
 
 # Layers whose slicing our slicer currently owns (so ``Layer.refresh`` routes through it).

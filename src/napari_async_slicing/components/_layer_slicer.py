@@ -273,6 +273,7 @@ class AsyncLayerSlicer:
             for task in list(self._in_flight):  # queued in an executor that never ran them
                 self._drop(task)
         for layer, state in states:
+            compat.mark_loaded(layer, state.latest_id)  # leave "loading" (a swap or close)
             self._disconnect_loaded(layer, state)
         compat.unmanage_all(self)
         self._done.clear()
