@@ -107,6 +107,81 @@ def next_request_id() -> int:
     return _next_request_id()
 
 
+# --- Image and Labels (scalar fields) -----------------------------------------------------
+# What napari computes on the main thread when a slice arrives, split so the O(N) parts can run on
+# a worker: ``ScalarFieldSlicingState._update_slice_response`` (converts with
+# ``layer._raw_to_displayed``), ``_ImageSlicingState._update_slice_response`` (auto-contrast from
+# the slice), ``_update_thumbnail`` (``layer._thumbnail_shape``), vispy's ``fix_data_dtype``.
+
+
+def scalar_field_response_class() -> type:
+    from napari.layers._scalar_field._slice import _ScalarFieldSliceResponse
+
+    return _ScalarFieldSliceResponse
+
+
+def scalar_field_view(raw: Any, view: Any) -> Any:
+    from napari.layers._scalar_field._slice import _ScalarFieldView
+
+    return _ScalarFieldView(raw=raw, view=view)
+
+
+def set_slice_without_conversion(layer: Layer, response: Any) -> None:
+    """napari's generic ``ScalarFieldSlicingState._update_slice_response`` (no Image auto-contrast).
+
+    ``response.to_displayed`` is called by it; a response whose view is already displayable
+    returns itself there.
+    """
+    from napari.layers._scalar_field.scalar_field import ScalarFieldSlicingState
+
+    ScalarFieldSlicingState._update_slice_response(layer._slicing_state, response)
+
+
+def thumbnail_shape(layer: Layer) -> tuple[int, ...]:
+    return tuple(layer._thumbnail_shape)
+
+
+def texture_dtype_data(data: Any) -> Any:
+    """vispy's dtype fix napari applies in ``VispyScalarFieldBaseLayer._on_data_change``."""
+    from napari._vispy.utils.gl import fix_data_dtype
+
+    return fix_data_dtype(data)
+
+
+def contrast_coercion(contrast_limits: Any) -> Any | None:
+    """How ``Image._raw_to_displayed`` rescales data for these limits (None: data passes as is)."""
+    import numpy as np
+    from napari.utils.colormaps.colormap_utils import _coerce_contrast_limits
+
+    coerced = _coerce_contrast_limits(contrast_limits)
+    if np.allclose(coerced.contrast_limits, contrast_limits):
+        return None
+    return coerced
+
+
+def should_calc_clims(layer: Layer) -> bool:
+    """Image: contrast limits and their range are still to be set from the first slice."""
+    return bool(getattr(layer, '_should_calc_clims', False))
+
+
+def clear_should_calc_clims(layer: Layer) -> None:
+    layer._should_calc_clims = False
+
+
+def auto_contrast_source(layer: Layer) -> str:
+    return layer._auto_contrast_source
+
+
+def labels_displayed(raw: Any, contour: int, colormap: Any) -> Any:
+    """``Labels._raw_to_displayed`` for a whole slice, with the layer's settings passed by value."""
+    from napari.layers.labels._labels_utils import get_contours
+
+    labels = raw
+    if contour >= 1 and raw.ndim <= 2:
+        labels = get_contours(raw, contour, colormap.background_value)
+    return colormap._data_to_texture(labels)
+
+
 # --- zarr --------------------------------------------------------------------------------
 
 
