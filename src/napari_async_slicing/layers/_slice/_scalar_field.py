@@ -31,6 +31,11 @@ from typing import Any
 
 import numpy as np
 
+# Imported here, not on first use: a first slice must not pay (and measure) these imports on a
+# worker, or the slicer's running estimate of the layer's slicing time starts far too high.
+from napari.layers.utils.layer_utils import calc_data_range
+from scipy import ndimage as ndi
+
 from napari_async_slicing import _napari_compat as compat
 from napari_async_slicing._reading import LazySource, current_token
 
@@ -74,8 +79,13 @@ def prepare(request: Any, layer: Any = None) -> Any:
     settings = display_settings(layer) if layer is not None else None
     if settings is None:
         return request
-    values = {f.name: getattr(request, f.name) for f in dataclasses.fields(request)}
+    values = {name: getattr(request, name) for name in _field_names(type(request))}
     return _shown_request_class(type(request))(**values, display=settings)
+
+
+@functools.cache
+def _field_names(cls: type) -> tuple[str, ...]:
+    return tuple(f.name for f in dataclasses.fields(cls) if f.init)
 
 
 # --- display settings (main thread) ------------------------------------------------------------
@@ -156,23 +166,23 @@ def display_settings(layer: Any) -> DisplaySettings | None:
         return None
     common = {
         'key': key,
-        'ndim': layer.ndim,
-        'thumbnail_shape': compat.thumbnail_shape(layer),
-        'dtype': np.dtype(layer.dtype),
-        'multiscale': bool(layer.multiscale),
+        'ndim': key[1],
+        'thumbnail_shape': key[2],
+        'dtype': key[3],
+        'multiscale': key[4],
     }
     if key[0] == 'labels':
         return DisplaySettings(
-            kind='labels', contour=int(layer.contour), colormap=layer.colormap, **common
+            kind='labels', contour=key[5], colormap=layer.colormap, **common
         )
-    auto = bool(layer.auto_contrast)
-    needs_ranges = auto or compat.should_calc_clims(layer)
-    if needs_ranges and compat.auto_contrast_source(layer) != 'slice':
+    rgb, coercion, auto, should_calc, source = key[5:10]
+    needs_ranges = auto or should_calc
+    if needs_ranges and source != 'slice':
         return None  # limits from the whole data set: napari's path reads it on the main thread
     return DisplaySettings(
         kind='image',
-        rgb=bool(layer.rgb),
-        coercion=compat.contrast_coercion(layer.contrast_limits),
+        rgb=rgb,
+        coercion=coercion,
         needs_ranges=needs_ranges,
         auto_contrast=auto,
         **common,
@@ -250,8 +260,6 @@ def _small_thumbnail(thumbnail: np.ndarray, ndisplay: int, settings: DisplaySett
     an image already at that size is the identity, so napari's ``_update_thumbnail`` (which also
     colours it with the current colormap, limits, gamma, opacity) gives the same pixels.
     """
-    from scipy import ndimage as ndi
-
     projected = ndisplay == 3 and settings.ndim > 2
     image = np.max(thumbnail, axis=0) if projected else thumbnail
     if image.dtype == np.float16:  # as napari: ndi.zoom does not take float16
@@ -265,8 +273,6 @@ def _small_thumbnail(thumbnail: np.ndarray, ndisplay: int, settings: DisplaySett
 
 def shown_slice(response: Any, settings: DisplaySettings) -> Any:
     """Worker: compute display data, thumbnail and contrast ranges for napari's ``response``."""
-    from napari.layers.utils.layer_utils import calc_data_range
-
     token = current_token()
     raw = response.image.raw
     view = _displayed_view(raw, settings)
@@ -284,7 +290,7 @@ def shown_slice(response: Any, settings: DisplaySettings) -> Any:
             first_range = (
                 slice_range if first is raw else calc_data_range(first, rgb=rgb, dtype=dtype)
             )
-    values = {f.name: getattr(response, f.name) for f in dataclasses.fields(response)}
+    values = {name: getattr(response, name) for name in _field_names(type(response))}
     values.update(
         image=compat.scalar_field_view(raw, view),
         thumbnail=compat.scalar_field_view(thumbnail, thumbnail),
@@ -319,7 +325,9 @@ def apply(layer: Any, response: Any) -> None:
 
 def _apply_contrast(layer: Any, response: Any) -> None:
     """napari's ``_ImageSlicingState._update_slice_response`` with the ranges precomputed."""
-    if layer.auto_contrast:
+    if layer.auto_contrast and response.first_range != response.slice_range:
+        # napari sets the limits twice (from the last row for multiscale, then the whole slice);
+        # the first only matters when it differs (it may widen ``contrast_limits_range``).
         layer.contrast_limits = response.first_range
     if compat.should_calc_clims(layer):
         if np.issubdtype(np.dtype(layer.dtype), np.integer):
