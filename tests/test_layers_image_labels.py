@@ -265,3 +265,22 @@ def test_multiscale_thumbnail_comes_from_the_thumbnail_level(viewer, ndisplay):
     np.testing.assert_array_equal(small.reshape(expected.shape), expected)
     ours = shown(viewer, layer)
     assert_same(ours, napari_reference(viewer, layer))
+
+
+@pytest.mark.parametrize('dtype', ['uint8', 'int32'])
+def test_painting_after_an_async_slice_shows_the_paint(viewer, dtype):
+    """Painting updates the layer's (here: worker-made, contiguous) view as napari's would be."""
+    labels = np.zeros((3, 20, 30), dtype=dtype)
+    labels[:, 2:6, 3:9] = 2
+    layer = viewer.add_labels(labels)
+    viewer.dims.order = (0, 2, 1)  # transposed: the worker made the view contiguous (a copy)
+    viewer.dims.current_step = (1, *viewer.dims.current_step[1:])
+    settle(viewer)
+    assert_fast_path(layer)
+    layer.brush_size = 3
+    layer.paint((1, 10, 15), 5, refresh=True)
+    assert np.any(layer.data[1] == 5)
+    after_paint = np.array(layer._slice.image.view)
+    reference = napari_reference(viewer, layer)  # napari converts the painted data afresh
+    np.testing.assert_array_equal(after_paint, np.array(layer._slice.image.view))
+    np.testing.assert_array_equal(reference['raw'], layer.data[1].T)

@@ -8,13 +8,14 @@ copy non-contiguous data at upload. Here the worker does all of that too:
 
 - :func:`prepare` (main thread, at submit) captures the layer's display settings *by value*
   (:class:`DisplaySettings`) and returns napari's request with them attached;
-- the request (worker) returns a :class:`ShownSlice`: napari's response whose image view is the
-  texture-ready array (contiguous, vispy dtype), whose thumbnail is already downsampled to the
-  layer's thumbnail size, and which carries the slice's contrast ranges when auto-contrast needs
-  them;
+- the request (worker) returns a :class:`ShownSlice`: napari's response (its image view exactly
+  as napari converts it) plus ``texture``, that view as vispy takes it (texture dtype,
+  C-contiguous); its thumbnail is already downsampled to the layer's thumbnail size, and it
+  carries the slice's contrast ranges when auto-contrast needs them;
 - :func:`apply` (main thread) sets it on the layer with napari's own state update, minus the
-  conversion, and hands the precomputed contrast limits to the layer. napari's thumbnail code then
-  colours the small thumbnail (it is already at thumbnail size, so its zoom is the identity).
+  conversion, with ``texture`` as the layer's view (so vispy neither casts nor copies it), and
+  hands the precomputed contrast limits to the layer. napari's thumbnail code then colours the
+  small thumbnail (it is already at thumbnail size, so its zoom is the identity).
 
 If the display settings changed between submit and apply (another colormap, a contour width,
 contrast limits that now need rescaling ...), :func:`apply` falls back to napari's own main-thread
@@ -201,6 +202,8 @@ def _shown_slice_class() -> type:
         """napari's slice response with its display data computed (see the module docstring)."""
 
         display_key: tuple = field(default=(), repr=False)
+        #: ``image.view`` as vispy takes it (texture dtype, C-contiguous); the layer shows this one.
+        texture: Any = field(default=None, repr=False, compare=False)
         #: Image auto-contrast: napari's first limits (from the last row for multiscale) ...
         first_range: tuple | None = None
         #: ... and the limits from the whole slice.
@@ -234,14 +237,16 @@ def _shown_request_class(base: type) -> type:
 
 
 def _displayed_view(raw: np.ndarray, settings: DisplaySettings) -> np.ndarray:
-    """What napari's ``_raw_to_displayed`` and vispy's dtype fix make of ``raw``, contiguous."""
+    """What napari's ``_raw_to_displayed`` makes of ``raw``."""
     if settings.kind == 'labels':
-        view = compat.labels_displayed(raw, settings.contour, settings.colormap)
-    elif settings.coercion is not None:
-        view = settings.coercion.coerce_data(raw)
-    else:
-        view = raw
-    # vispy casts to a texture dtype and copies non-contiguous data at upload: do both here.
+        return compat.labels_displayed(raw, settings.contour, settings.colormap)
+    if settings.coercion is not None:
+        return settings.coercion.coerce_data(raw)
+    return raw
+
+
+def _texture(view: np.ndarray) -> np.ndarray:
+    """vispy casts to a texture dtype and copies non-contiguous data at upload: do both here."""
     return np.ascontiguousarray(compat.texture_dtype_data(view))
 
 
@@ -276,6 +281,7 @@ def shown_slice(response: Any, settings: DisplaySettings) -> Any:
     token = current_token()
     raw = response.image.raw
     view = _displayed_view(raw, settings)
+    texture = _texture(view)
     token.raise_if_cancelled()
     thumbnail = response.thumbnail.raw
     if not response.empty:
@@ -293,6 +299,7 @@ def shown_slice(response: Any, settings: DisplaySettings) -> Any:
     values = {name: getattr(response, name) for name in _field_names(type(response))}
     values.update(
         image=compat.scalar_field_view(raw, view),
+        texture=texture,
         thumbnail=compat.scalar_field_view(thumbnail, thumbnail),
         display_key=settings.key,
         first_range=first_range,
@@ -317,7 +324,9 @@ def apply(layer: Any, response: Any) -> None:
         # The settings changed since submit: convert the napari way, here.
         compat.update_slice_response(layer, response.source)
     else:
-        compat.set_slice_without_conversion(layer, response)
+        # The layer's slice shows the texture-ready view, so vispy uploads it as it is.
+        shown = dataclasses.replace(response, image=compat.scalar_field_view(response.image.raw, response.texture))
+        compat.set_slice_without_conversion(layer, shown)
         if response.slice_range is not None:
             _apply_contrast(layer, response)
     compat.refresh_after_apply(layer)
