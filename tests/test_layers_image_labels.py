@@ -1,4 +1,4 @@
-"""Image and Labels sliced off the main thread with an O(1) apply, checked against napari's own sync slicing.
+"""Image and Labels sliced off the main thread with an O(1) apply, checked against napari's slicing.
 
 Every check compares what our slicer showed (what vispy was handed, the layer's slice, thumbnail
 and contrast limits) with napari's synchronous slicing of the same layer in the same state: the
@@ -22,7 +22,8 @@ FAST = settings(
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
     derandomize=True,
-    phases=[Phase.explicit, Phase.reuse, Phase.generate],  # no shrinking: each example is a viewer round trip
+    # no shrinking: each example is a round trip through a real viewer
+    phases=[Phase.explicit, Phase.reuse, Phase.generate],
 )
 
 
@@ -77,7 +78,10 @@ def image_arrays(draw) -> tuple[np.ndarray, bool]:
     if rgb:
         shape = (*shape, draw(st.sampled_from([3, 4])))
         dtype = draw(st.sampled_from(['uint8', 'float32']))
-        data = rng.integers(0, 256, shape).astype('uint8') if dtype == 'uint8' else rng.random(shape, dtype='float32')
+        if dtype == 'uint8':
+            data = rng.integers(0, 256, shape).astype('uint8')
+        else:
+            data = rng.random(shape, dtype='float32')
         return data, True
     dtype = draw(st.sampled_from(['uint8', 'uint16', 'int32', 'float32', 'float64']))
     if dtype in ('float32', 'float64'):
@@ -102,7 +106,9 @@ def dims_states(draw, ndim: int) -> dict:
         'order': order,
         'step_fraction': draw(st.lists(st.floats(0, 1), min_size=ndim, max_size=ndim)),
         'scale': tuple(draw(st.lists(st.sampled_from([0.5, 1.0, 2.0]), min_size=ndim, max_size=ndim))),
-        'translate': tuple(draw(st.lists(st.sampled_from([-3.0, 0.0, 1.5]), min_size=ndim, max_size=ndim))),
+        'translate': tuple(
+            draw(st.lists(st.sampled_from([-3.0, 0.0, 1.5]), min_size=ndim, max_size=ndim))
+        ),
     }
 
 
@@ -133,7 +139,9 @@ def fresh(viewer) -> None:
     # limits beyond float32 (napari rescales the data for vispy) or too narrow for its precision
     clims=st.sampled_from([None, None, (0.0, 1e40), (1.0, 1.0 + 1e-9)]),
 )
-def test_image_matches_napari_sync_slicing(viewer, array, data, colormap, gamma, auto_contrast, clims):
+def test_image_matches_napari_sync_slicing(
+    viewer, array, data, colormap, gamma, auto_contrast, clims
+):
     image, rgb = array
     fresh(viewer)
     ndim = image.ndim - int(rgb)
@@ -163,7 +171,9 @@ def test_image_matches_napari_sync_slicing(viewer, array, data, colormap, gamma,
     show_selected=st.booleans(),
     data=st.data(),
 )
-def test_labels_match_napari_sync_slicing(viewer, seed, ndim, dtype, big_ids, contour, direct, show_selected, data):
+def test_labels_match_napari_sync_slicing(
+    viewer, seed, ndim, dtype, big_ids, contour, direct, show_selected, data
+):
     rng = np.random.default_rng(seed)
     shape = tuple(rng.integers(3, 10, ndim))
     info = np.iinfo(dtype)
@@ -175,7 +185,8 @@ def test_labels_match_napari_sync_slicing(viewer, seed, ndim, dtype, big_ids, co
     kwargs = {}
     if direct:
         ids = [int(v) for v in np.unique(labels)[:6]]
-        kwargs['colormap'] = {None: 'white', **{i: c for i, c in zip(ids, ['red', 'green', 'blue', 'yellow', 'cyan', 'magenta'], strict=False)}}
+        colors = ['red', 'green', 'blue', 'yellow', 'cyan', 'magenta']
+        kwargs['colormap'] = {None: 'white', **dict(zip(ids, colors, strict=False))}
     layer = viewer.add_labels(labels, scale=state['scale'], translate=state['translate'], **kwargs)
     layer.contour = contour
     layer.selected_label = int(labels.flat[0])
@@ -187,7 +198,7 @@ def test_labels_match_napari_sync_slicing(viewer, seed, ndim, dtype, big_ids, co
     assert_same(ours, napari_reference(viewer, layer))
 
 
-# --- by value --------------------------------------------------------------------------------------
+# --- by value ------------------------------------------------------------------------------
 
 
 def test_changes_after_submit_do_not_reach_the_in_flight_request(viewer):
@@ -209,6 +220,29 @@ def test_changes_after_submit_do_not_reach_the_in_flight_request(viewer):
     np.testing.assert_array_equal(response.image.raw, volume[step])
 
 
+def test_changes_while_a_read_is_in_flight_show_what_napari_shows(
+    viewer, server, remote_volume, qtbot
+):
+    """Colormap, gamma and contrast changed while a remote read is in flight: the slice that lands
+    is shown with the settings of the moment, as napari's own slicing shows it."""
+    with viewer.sync_slicing():
+        layer = viewer.add_image(remote_volume, contrast_limits=(0, 900))
+    server.configure(latency=0.4)
+    viewer.dims.current_step = (7, *viewer.dims.current_step[1:])
+    qtbot.waitUntil(lambda: server.in_flight > 0, timeout=3000)
+    assert not layer.loaded
+    layer.colormap = 'magma'
+    layer.gamma = 0.5
+    layer.contrast_limits = (10, 700)
+    qtbot.waitUntil(lambda: layer.loaded, timeout=10000)
+    settle(viewer)
+    assert_fast_path(layer)
+    ours = shown(viewer, layer)
+    server.configure(latency=0)
+    assert_same(ours, napari_reference(viewer, layer))
+    assert ours['contrast_limits'] == [10, 700]
+
+
 def test_settings_changed_before_apply_fall_back_to_napari(viewer, qtbot):
     """A response whose display settings are stale is applied the napari way (same as napari)."""
     volume = np.random.default_rng(0).integers(0, 2**31, (3, 12, 12), dtype='int64')
@@ -224,11 +258,12 @@ def test_settings_changed_before_apply_fall_back_to_napari(viewer, qtbot):
     assert_same(ours, napari_reference(viewer, layer))
 
 
-# --- first slice, multiscale ------------------------------------------------------------------------
+# --- first slice, multiscale, painting ----------------------------------------------------
 
 
 def test_first_slice_contrast_of_lazy_data_matches_napari(viewer, make_napari_viewer):
-    """Lazy float data: contrast range and limits come from the first slice (``_should_calc_clims``)."""
+    """Lazy float data: contrast range and limits come from the first slice (napari's
+    ``_should_calc_clims``)."""
     da = pytest.importorskip('dask.array')
     rng = np.random.default_rng(3)
     volume = (rng.standard_normal((5, 20, 20)) * 50 + 7).astype('float32')

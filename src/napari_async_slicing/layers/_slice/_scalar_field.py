@@ -324,8 +324,10 @@ def apply(layer: Any, response: Any) -> None:
         # The settings changed since submit: convert the napari way, here.
         compat.update_slice_response(layer, response.source)
     else:
-        # The layer's slice shows the texture-ready view, so vispy uploads it as it is.
-        shown = dataclasses.replace(response, image=compat.scalar_field_view(response.image.raw, response.texture))
+        # The layer's slice shows the texture-ready view, so vispy uploads it as it is; it keeps
+        # neither napari's full-size thumbnail source nor a second copy of the view.
+        image = compat.scalar_field_view(response.image.raw, response.texture)
+        shown = dataclasses.replace(response, image=image, texture=None, source=None)
         compat.set_slice_without_conversion(layer, shown)
         if response.slice_range is not None:
             _apply_contrast(layer, response)
