@@ -250,12 +250,17 @@ def _texture(view: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(compat.texture_dtype_data(view))
 
 
-def thumbnail_zoom(image_shape: tuple, thumbnail_shape: tuple) -> tuple[float, ...]:
-    """The zoom napari's ``_update_thumbnail`` applies (fit in the thumbnail, at least 1 pixel)."""
-    shape = np.array(image_shape[:2])
-    raw_zoom_factor = np.divide(thumbnail_shape[:2], shape).min()
-    new_shape = np.clip(raw_zoom_factor * shape, 1, thumbnail_shape[:2])
-    return tuple(new_shape / shape)
+def thumbnail_zoom(image_shape: tuple, thumbnail_shape: tuple) -> tuple[float, float]:
+    """The zoom napari's ``_update_thumbnail`` applies (fit in the thumbnail, at least 1 pixel).
+
+    The same float64 arithmetic as napari's numpy version, in plain floats (it runs per slice).
+    """
+    h, w = (float(s) for s in image_shape[:2])
+    th, tw = (float(s) for s in thumbnail_shape[:2])
+    factor = min(th / h, tw / w)
+    new_h = min(max(factor * h, 1.0), th)
+    new_w = min(max(factor * w, 1.0), tw)
+    return (new_h / h, new_w / w)
 
 
 def _small_thumbnail(thumbnail: np.ndarray, ndisplay: int, settings: DisplaySettings) -> np.ndarray:
@@ -270,9 +275,10 @@ def _small_thumbnail(thumbnail: np.ndarray, ndisplay: int, settings: DisplaySett
     if image.dtype == np.float16:  # as napari: ndi.zoom does not take float16
         image = image.astype(np.float32)
     zoom = thumbnail_zoom(image.shape, settings.thumbnail_shape)
-    if settings.rgb:
-        zoom = (*zoom, 1)
-    small = ndi.zoom(image, zoom, prefilter=False, order=0)
+    if zoom == (1.0, 1.0):
+        small = image  # already at thumbnail size: napari's zoom is the identity
+    else:
+        small = ndi.zoom(image, (*zoom, 1) if settings.rgb else zoom, prefilter=False, order=0)
     return small[np.newaxis] if projected else small
 
 
