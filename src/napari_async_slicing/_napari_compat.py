@@ -34,6 +34,19 @@ def layer_slicer(viewer: Any) -> Any:
     return viewer._layer_slicer
 
 
+def napari_on_slice_ready(viewer: Any, layer: Any, response: Any) -> None:
+    """napari's own main-thread apply (``QtViewer._on_slice_ready``), for comparing with ours."""
+    import weakref
+    from types import SimpleNamespace
+
+    viewer.window._qt_viewer._on_slice_ready(SimpleNamespace(value={weakref.ref(layer): response}))
+
+
+def render_canvas(viewer: Any) -> None:
+    """Draw the viewer's canvas now (uploads pending textures to the GPU)."""
+    viewer.window._qt_viewer.canvas._scene_canvas.render()
+
+
 def vispy_node(viewer: Any, layer: Any) -> Any:
     """The vispy node napari hands a layer's sliced data to (for measuring what is shown)."""
     return viewer.window._qt_viewer.layer_to_visual[layer].node
@@ -126,6 +139,84 @@ def next_request_id() -> int:
     from napari.layers.base._slice import _next_request_id
 
     return _next_request_id()
+
+
+# --- Image and Labels (scalar fields) -----------------------------------------------------
+# What napari computes on the main thread when a slice arrives, split so the O(N) parts can run on
+# a worker: ``ScalarFieldSlicingState._update_slice_response`` (converts with
+# ``layer._raw_to_displayed``), ``_ImageSlicingState._update_slice_response`` (auto-contrast from
+# the slice), ``_update_thumbnail`` (``layer._thumbnail_shape``), vispy's ``fix_data_dtype``.
+
+
+def scalar_field_response_class() -> type:
+    from napari.layers._scalar_field._slice import _ScalarFieldSliceResponse
+
+    return _ScalarFieldSliceResponse
+
+
+def scalar_field_view(raw: Any, view: Any) -> Any:
+    from napari.layers._scalar_field._slice import _ScalarFieldView
+
+    return _ScalarFieldView(raw=raw, view=view)
+
+
+def set_slice_without_conversion(layer: Layer, response: Any) -> None:
+    """napari's generic ``ScalarFieldSlicingState._update_slice_response`` (no Image auto-contrast).
+
+    ``response.to_displayed`` is called by it; a response whose view is already displayable
+    returns itself there.
+    """
+    from napari.layers._scalar_field.scalar_field import ScalarFieldSlicingState
+
+    ScalarFieldSlicingState._update_slice_response(layer._slicing_state, response)
+
+
+def thumbnail_shape(layer: Layer) -> tuple[int, ...]:
+    return tuple(layer._thumbnail_shape)
+
+
+def texture_dtype_data(data: Any) -> Any:
+    """vispy's dtype fix napari applies in ``VispyScalarFieldBaseLayer._on_data_change``."""
+    from napari._vispy.utils.gl import fix_data_dtype
+
+    return fix_data_dtype(data)
+
+
+def contrast_coercion(contrast_limits: Any) -> Any | None:
+    """How ``Image._raw_to_displayed`` rescales data for these limits (None: data passes as is)."""
+    from napari.utils.colormaps.colormap_utils import _coerce_contrast_limits
+
+    coerced = _coerce_contrast_limits(contrast_limits)
+    # np.allclose (as napari tests it), without its per-call overhead: this runs at every submit.
+    if all(
+        abs(float(a) - float(b)) <= 1e-8 + 1e-5 * abs(float(b))
+        for a, b in zip(coerced.contrast_limits, contrast_limits, strict=True)
+    ):
+        return None
+    return coerced
+
+
+def should_calc_clims(layer: Layer) -> bool:
+    """Image: contrast limits and their range are still to be set from the first slice."""
+    return bool(getattr(layer, '_should_calc_clims', False))
+
+
+def clear_should_calc_clims(layer: Layer) -> None:
+    layer._should_calc_clims = False
+
+
+def auto_contrast_source(layer: Layer) -> str:
+    return layer._auto_contrast_source
+
+
+def labels_displayed(raw: Any, contour: int, colormap: Any) -> Any:
+    """``Labels._raw_to_displayed`` for a whole slice, with the layer's settings passed by value."""
+    from napari.layers.labels._labels_utils import get_contours
+
+    labels = raw
+    if contour >= 1 and raw.ndim <= 2:
+        labels = get_contours(raw, contour, colormap.background_value)
+    return colormap._data_to_texture(labels)
 
 
 # --- zarr --------------------------------------------------------------------------------

@@ -331,7 +331,7 @@ class AsyncLayerSlicer:
         state = self._state(layer)
         return _Task(
             layer_ref=weakref.ref(layer),
-            request=_slice.prepare(request),
+            request=_slice.prepare(request, layer),
             request_id=request.id,
             epoch=state.epoch,
             heavy=_slice.is_heavy(request),

@@ -18,15 +18,22 @@ from napari_async_slicing._reading import LazySource
 from napari_async_slicing.layers._slice import _scalar_field
 
 
-def prepare(request: Any) -> Any:
-    """Return ``request`` with its data routed through cancellable reads, where that applies."""
+def prepare(request: Any, layer: Any = None) -> Any:
+    """Return ``request`` with its data routed through cancellable reads, where that applies.
+
+    ``layer`` (main thread, at submit) lets a layer type capture display settings by value so the
+    worker can also compute what is shown.
+    """
     if _scalar_field.handles(request):
-        return _scalar_field.prepare(request)
+        return _scalar_field.prepare(request, layer)
     return request
 
 
 def apply(layer: Any, response: Any) -> None:
     """Main thread: show ``response`` on ``layer`` (what napari's ``QtViewer._on_slice_ready`` does)."""
+    if _scalar_field.handles_response(response):
+        _scalar_field.apply(layer, response)
+        return
     compat.update_slice_response(layer, response)
     compat.refresh_after_apply(layer)
 

@@ -1,14 +1,44 @@
-"""Image and Labels: napari's scalar-field request with cancellable, retrying data reads."""
+"""Image and Labels: napari's scalar-field request, run off the main thread with everything O(N).
+
+napari 0.9's async path hands the main thread a raw slice and then, there, converts it for display
+(``Labels._raw_to_displayed``: colormap cast and contours; ``Image._raw_to_displayed``: rescaling
+for contrast limits outside float32), recomputes auto-contrast from the whole slice, downsamples
+the thumbnail (a max projection of the whole volume in 3D), and lets vispy cast the dtype and
+copy non-contiguous data at upload. Here the worker does all of that too:
+
+- :func:`prepare` (main thread, at submit) captures the layer's display settings *by value*
+  (:class:`DisplaySettings`) and returns napari's request with them attached;
+- the request (worker) returns a :class:`ShownSlice`: napari's response (its image view exactly
+  as napari converts it) plus ``texture``, that view as vispy takes it (texture dtype,
+  C-contiguous); its thumbnail is already downsampled to the layer's thumbnail size, and it
+  carries the slice's contrast ranges when auto-contrast needs them;
+- :func:`apply` (main thread) sets it on the layer with napari's own state update, minus the
+  conversion, with ``texture`` as the layer's view (so vispy neither casts nor copies it), and
+  hands the precomputed contrast limits to the layer. napari's thumbnail code then colours the
+  small thumbnail (it is already at thumbnail size, so its zoom is the identity).
+
+If the display settings changed between submit and apply (another colormap, a contour width,
+contrast limits that now need rescaling ...), :func:`apply` falls back to napari's own main-thread
+path with the raw response, so what is shown is always what napari would show.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from napari_async_slicing._reading import LazySource
+# Imported here, not on first use: a first slice must not pay (and measure) these imports on a
+# worker, or the slicer's running estimate of the layer's slicing time starts far too high.
+from napari.layers.utils.layer_utils import calc_data_range
+from scipy import ndimage as ndi
+
+from napari_async_slicing import _napari_compat as compat
+from napari_async_slicing._reading import LazySource, current_token
 
 _DATA_FIELDS = ('data_at_data_level', 'data_at_thumbnail_level')
 
@@ -40,10 +70,288 @@ def _unfused_dask() -> AbstractContextManager:
     return dask.config.set({'optimization.fuse.active': False})
 
 
-def prepare(request: Any) -> Any:
+def prepare(request: Any, layer: Any = None) -> Any:
+    """Route data through cancellable reads; attach the layer's display settings (by value)."""
     changes: dict[str, Any] = {name: _lazy(getattr(request, name)) for name in _DATA_FIELDS}
-    if all(changes[name] is getattr(request, name) for name in _DATA_FIELDS):
+    if any(changes[name] is not getattr(request, name) for name in _DATA_FIELDS):
+        if hasattr(request, 'dask_indexer'):
+            changes['dask_indexer'] = _unfused_dask
+        request = dataclasses.replace(request, **changes)
+    settings = display_settings(layer) if layer is not None else None
+    if settings is None:
         return request
-    if hasattr(request, 'dask_indexer'):
-        changes['dask_indexer'] = _unfused_dask
-    return dataclasses.replace(request, **changes)
+    values = {name: getattr(request, name) for name in _field_names(type(request))}
+    return _shown_request_class(type(request))(**values, display=settings)
+
+
+@functools.cache
+def _field_names(cls: type) -> tuple[str, ...]:
+    return tuple(f.name for f in dataclasses.fields(cls) if f.init)
+
+
+# --- display settings (main thread) ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DisplaySettings:
+    """What the main thread would use to turn a raw slice into what is shown, taken at submit.
+
+    ``key`` is compared again at apply: if the layer's settings changed in between, the
+    precomputed display data is not used.
+    """
+
+    key: tuple
+    kind: str  # 'image' or 'labels'
+    ndim: int
+    thumbnail_shape: tuple
+    rgb: bool = False
+    dtype: Any = None
+    multiscale: bool = False
+    #: Image: ``CoercedContrastLimits`` when the limits are outside what vispy supports, else None.
+    coercion: Any = None
+    #: Image: contrast limits follow the slice (auto-contrast, or a first slice still to come).
+    needs_ranges: bool = False
+    auto_contrast: bool = False
+    contour: int = 0
+    #: Labels: the colormap object (compared through ``key``, which holds what the cast reads).
+    colormap: Any = field(default=None, compare=False, repr=False)
+
+
+def _layer_kind(layer: Any) -> str | None:
+    from napari.layers import Image, Labels
+
+    # Exact types only: a subclass may override how napari converts or thumbnails its data.
+    if type(layer) is Image:
+        return 'image'
+    if type(layer) is Labels:
+        return 'labels'
+    return None
+
+
+def display_key(layer: Any) -> tuple | None:
+    """Everything the worker-side display computation depends on (cheap, main thread)."""
+    kind = _layer_kind(layer)
+    if kind is None:
+        return None
+    dtype = np.dtype(layer.dtype)
+    common = (kind, layer.ndim, compat.thumbnail_shape(layer), dtype, bool(layer.multiscale))
+    if kind == 'image':
+        return (
+            *common,
+            bool(layer.rgb),
+            compat.contrast_coercion(layer.contrast_limits),
+            bool(layer.auto_contrast),
+            compat.should_calc_clims(layer),
+            compat.auto_contrast_source(layer),
+        )
+    cmap = layer.colormap
+    contour = int(layer.contour)
+    key: tuple = (*common, contour, cmap.background_value if contour else None)
+    if dtype.itemsize > 2:  # only wide ints are mapped through the colormap on the CPU
+        key += (
+            type(cmap),
+            id(cmap),
+            cmap.use_selection,
+            cmap.selection if cmap.use_selection else None,
+            cmap.background_value,
+            len(cmap.colors),
+            id(getattr(cmap, 'color_dict', None)),
+        )
+    return key
+
+
+def display_settings(layer: Any) -> DisplaySettings | None:
+    """The layer's display settings, or None if napari's own apply path must be kept."""
+    key = display_key(layer)
+    if key is None:
+        return None
+    common = {
+        'key': key,
+        'ndim': key[1],
+        'thumbnail_shape': key[2],
+        'dtype': key[3],
+        'multiscale': key[4],
+    }
+    if key[0] == 'labels':
+        return DisplaySettings(
+            kind='labels', contour=key[5], colormap=layer.colormap, **common
+        )
+    rgb, coercion, auto, should_calc, source = key[5:10]
+    needs_ranges = auto or should_calc
+    if needs_ranges and source != 'slice':
+        return None  # limits from the whole data set: napari's path reads it on the main thread
+    return DisplaySettings(
+        kind='image',
+        rgb=rgb,
+        coercion=coercion,
+        needs_ranges=needs_ranges,
+        auto_contrast=auto,
+        **common,
+    )
+
+
+# --- the worker side ---------------------------------------------------------------------------
+
+
+@functools.cache
+def _shown_slice_class() -> type:
+    base = compat.scalar_field_response_class()
+
+    @dataclass(frozen=True)
+    class ShownSlice(base):
+        """napari's slice response with its display data computed (see the module docstring)."""
+
+        display_key: tuple = field(default=(), repr=False)
+        #: ``image.view`` as vispy takes it (texture dtype, C-contiguous); the layer shows this one.
+        texture: Any = field(default=None, repr=False, compare=False)
+        #: Image auto-contrast: napari's first limits (from the last row for multiscale) ...
+        first_range: tuple | None = None
+        #: ... and the limits from the whole slice.
+        slice_range: tuple | None = None
+        #: napari's raw response (applied the napari way if the settings changed meanwhile).
+        source: Any = field(default=None, repr=False, compare=False)
+
+        def to_displayed(self, converter: Any) -> Any:
+            return self  # already converted, on the worker
+
+    ShownSlice.__qualname__ = ShownSlice.__name__ = 'ShownSlice'
+    return ShownSlice
+
+
+def shown_slice_class() -> type:
+    return _shown_slice_class()
+
+
+@functools.cache
+def _shown_request_class(base: type) -> type:
+    @dataclass(frozen=True)
+    class ShownRequest(base):
+        display: DisplaySettings | None = None
+
+        def __call__(self) -> Any:
+            response = base.__call__(self)
+            return shown_slice(response, self.display)
+
+    ShownRequest.__qualname__ = ShownRequest.__name__ = f'Shown{base.__name__}'
+    return ShownRequest
+
+
+def _displayed_view(raw: np.ndarray, settings: DisplaySettings) -> np.ndarray:
+    """What napari's ``_raw_to_displayed`` makes of ``raw``."""
+    if settings.kind == 'labels':
+        return compat.labels_displayed(raw, settings.contour, settings.colormap)
+    if settings.coercion is not None:
+        return settings.coercion.coerce_data(raw)
+    return raw
+
+
+def _texture(view: np.ndarray) -> np.ndarray:
+    """vispy casts to a texture dtype and copies non-contiguous data at upload: do both here."""
+    return np.ascontiguousarray(compat.texture_dtype_data(view))
+
+
+def thumbnail_zoom(image_shape: tuple, thumbnail_shape: tuple) -> tuple[float, float]:
+    """The zoom napari's ``_update_thumbnail`` applies (fit in the thumbnail, at least 1 pixel).
+
+    The same float64 arithmetic as napari's numpy version, in plain floats (it runs per slice).
+    """
+    h, w = (float(s) for s in image_shape[:2])
+    th, tw = (float(s) for s in thumbnail_shape[:2])
+    factor = min(th / h, tw / w)
+    new_h = min(max(factor * h, 1.0), th)
+    new_w = min(max(factor * w, 1.0), tw)
+    return (new_h / h, new_w / w)
+
+
+def _small_thumbnail(thumbnail: np.ndarray, ndisplay: int, settings: DisplaySettings) -> np.ndarray:
+    """The thumbnail source at thumbnail size, shaped so napari's own thumbnail code keeps it.
+
+    napari max-projects 3D slices along the first axis and zooms to the thumbnail size; a zoom of
+    an image already at that size is the identity, so napari's ``_update_thumbnail`` (which also
+    colours it with the current colormap, limits, gamma, opacity) gives the same pixels.
+    """
+    projected = ndisplay == 3 and settings.ndim > 2
+    image = np.max(thumbnail, axis=0) if projected else thumbnail
+    if image.dtype == np.float16:  # as napari: ndi.zoom does not take float16
+        image = image.astype(np.float32)
+    zoom = thumbnail_zoom(image.shape, settings.thumbnail_shape)
+    if zoom == (1.0, 1.0):
+        small = image  # already at thumbnail size: napari's zoom is the identity
+    else:
+        small = ndi.zoom(image, (*zoom, 1) if settings.rgb else zoom, prefilter=False, order=0)
+    return small[np.newaxis] if projected else small
+
+
+def shown_slice(response: Any, settings: DisplaySettings) -> Any:
+    """Worker: compute display data, thumbnail and contrast ranges for napari's ``response``."""
+    token = current_token()
+    raw = response.image.raw
+    view = _displayed_view(raw, settings)
+    texture = _texture(view)
+    token.raise_if_cancelled()
+    thumbnail = response.thumbnail.raw
+    if not response.empty:
+        thumbnail = _small_thumbnail(thumbnail, response.slice_input.ndisplay, settings)
+    first_range = slice_range = None
+    if settings.needs_ranges:
+        token.raise_if_cancelled()
+        rgb, dtype = settings.rgb, settings.dtype
+        slice_range = calc_data_range(raw, rgb=rgb, dtype=dtype)
+        if settings.auto_contrast:
+            first = raw[-1] if settings.multiscale else raw
+            first_range = (
+                slice_range if first is raw else calc_data_range(first, rgb=rgb, dtype=dtype)
+            )
+    values = {name: getattr(response, name) for name in _field_names(type(response))}
+    values.update(
+        image=compat.scalar_field_view(raw, view),
+        texture=texture,
+        thumbnail=compat.scalar_field_view(thumbnail, thumbnail),
+        display_key=settings.key,
+        first_range=first_range,
+        slice_range=slice_range,
+        source=response,
+    )
+    return _shown_slice_class()(**values)
+
+
+# --- the main thread ---------------------------------------------------------------------------
+
+
+def handles_response(response: Any) -> bool:
+    return isinstance(response, _shown_slice_class())
+
+
+def apply(layer: Any, response: Any) -> None:
+    """Main thread: what napari's ``_on_slice_ready`` does, with the O(N) parts precomputed."""
+    # napari marks the layer loaded before anything else (Labels' thumbnail waits for it).
+    compat.mark_loaded(layer, response.request_id)
+    if display_key(layer) != response.display_key:
+        # The settings changed since submit: convert the napari way, here.
+        compat.update_slice_response(layer, response.source)
+    else:
+        # The layer's slice shows the texture-ready view, so vispy uploads it as it is; it keeps
+        # neither napari's full-size thumbnail source nor a second copy of the view.
+        image = compat.scalar_field_view(response.image.raw, response.texture)
+        shown = dataclasses.replace(response, image=image, texture=None, source=None)
+        compat.set_slice_without_conversion(layer, shown)
+        if response.slice_range is not None:
+            _apply_contrast(layer, response)
+    compat.refresh_after_apply(layer)
+
+
+def _apply_contrast(layer: Any, response: Any) -> None:
+    """napari's ``_ImageSlicingState._update_slice_response`` with the ranges precomputed."""
+    if layer.auto_contrast and response.first_range != response.slice_range:
+        # napari sets the limits twice (from the last row for multiscale, then the whole slice);
+        # the first only matters when it differs (it may widen ``contrast_limits_range``).
+        layer.contrast_limits = response.first_range
+    if compat.should_calc_clims(layer):
+        if np.issubdtype(np.dtype(layer.dtype), np.integer):
+            layer.reset_contrast_limits_range()  # the dtype's limits: no data read
+        else:
+            layer.contrast_limits_range = response.slice_range
+        layer.contrast_limits = response.slice_range  # reset_contrast_limits() from the slice
+        compat.clear_should_calc_clims(layer)
+    elif layer.auto_contrast:
+        layer.contrast_limits = response.slice_range
