@@ -3,13 +3,15 @@
 Run: python examples/image_3d_remote.py   (the 2D/3D button switches modes; the UI stays live)
 """
 
+import os
+
 import napari
 from _headless import show
 
 import napari_async_slicing
 from napari_async_slicing.testing import ZarrHTTPServer, open_remote_array, sample_data
 
-path = sample_data('volume', 'tiny')
+path = sample_data('volume', os.environ.get('EXAMPLE_SAMPLE_SIZE', 'small'))
 with ZarrHTTPServer(path.parent, latency=0.05, max_seconds=3600) as server:
     napari_async_slicing.enable()
     volume = open_remote_array(server.url_for(path.name))

@@ -23,6 +23,7 @@ def test_example_runs_headless(example, tmp_path):
     env = dict(os.environ)
     env['PYTHONPATH'] = os.pathsep.join([str(ROOT / 'src'), env.get('PYTHONPATH', '')])
     env['NAPARI_ASYNC_SLICING_EXAMPLE_SCREENSHOT'] = str(shot)
+    env['EXAMPLE_SAMPLE_SIZE'] = 'tiny'  # remote examples: the small cached samples
     env['EXAMPLE_SHAPES'] = '1000'  # shapes_many.py: keep napari's (slow) layer construction short
     env.setdefault('QT_QPA_PLATFORM', 'xcb')
     env['NAPARI_CONFIG'] = str(tmp_path / 'napari.yaml')

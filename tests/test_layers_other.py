@@ -253,3 +253,22 @@ def test_unknown_layer_types_keep_napari_slicing(viewer, qtbot):
     assert not _slice.is_async_sliceable(plugin, viewer.dims)
     assert list(shapes._data_view.slice_key) == [4]  # the other layer was sliced too
     assert list(plugin._data_view.slice_key) == [4]
+
+
+def test_shapes_selection_highlight_follows_the_slice(viewer, qtbot):
+    """A selected shape's interaction box goes away when it leaves the view, as in napari."""
+    data = polygons()
+    with viewer.sync_slicing():
+        layer = viewer.add_shapes(data, shape_type='polygon')
+        viewer.dims.current_step = (2, *viewer.dims.current_step[1:])
+    twin = Shapes(data, shape_type='polygon')
+    twin._slice_dims(viewer.dims)
+    on_plane_2 = {i for i, d in enumerate(data) if d[0, 0] == 2}
+    layer.selected_data = twin.selected_data = on_plane_2
+    for z in (3, 2):
+        viewer.dims.current_step = (z, *viewer.dims.current_step[1:])
+        viewer._layer_slicer.wait_until_idle(timeout=10)
+        twin._slice_dims(viewer.dims)
+        assert (layer._selected_box is None) == (twin._selected_box is None) == (z == 3)
+        if z == 2:  # corners and centre; the rotation handle depends on the canvas zoom
+            assert_same(layer._selected_box[:9], twin._selected_box[:9], 'selected box')

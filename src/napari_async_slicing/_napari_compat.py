@@ -217,8 +217,9 @@ def shape_bounding_box(shape: Any) -> Any:
     return shape._bounding_box
 
 
-def set_highlight(layer: Any) -> None:
-    layer._set_highlight(force=True)
+def set_highlight(layer: Any, force: bool) -> None:
+    """napari's highlight refresh; unforced it redraws only if selection/hover/drag box changed."""
+    layer._set_highlight(force=force)
 
 
 def sync_set_view_slice(layer: Any) -> None:

@@ -285,4 +285,6 @@ def apply(layer: Any, response: ShapesSliceResponse) -> None:
     if response.thumbnail is not None:
         layer.thumbnail = response.thumbnail
     layer.events.set_data()
-    compat.set_highlight(layer)
+    # Selected shapes entering or leaving the view change the highlight; with nothing selected
+    # only a reset hover value does, which the unforced refresh notices by itself.
+    compat.set_highlight(layer, force=view_changed and bool(layer.selected_data))
