@@ -223,7 +223,7 @@ class AsyncLayerSlicer:
         tasks: list[_Task] = []
         sync_layers = []
         for layer in layers:
-            if compat.is_async_sliceable(layer) and layer.visible and not self._force_sync:
+            if not self._force_sync and layer.visible and _slice.is_async_sliceable(layer, dims):
                 tasks.append(self._make_task(layer, dims, force))
             else:
                 sync_layers.append(layer)
@@ -327,7 +327,7 @@ class AsyncLayerSlicer:
         return state
 
     def _make_task(self, layer: Any, dims: Any, force: bool) -> _Task:
-        request = compat.make_slice_request(layer, dims)  # main thread, by value, no data access
+        request = _slice.make_request(layer, dims)  # main thread, by value, no data access
         state = self._state(layer)
         return _Task(
             layer_ref=weakref.ref(layer),

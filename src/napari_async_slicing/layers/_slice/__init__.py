@@ -4,6 +4,11 @@ Each module handles one family of layer types. :func:`prepare` (worker side, bef
 runs) returns a request with the same ``id`` whose data access is cancellable (see
 :mod:`napari_async_slicing._reading`); :func:`apply` (main thread) hands a response to its layer.
 Layers not listed keep napari's own request and apply path unchanged.
+
+Layer types napari 0.9 slices synchronously (Shapes, Tracks) get requests built by our own
+modules (:func:`make_request`); a module says per step whether it can slice it off the main thread
+(:func:`is_async_sliceable`). Any other layer without napari's async request (plugin-defined
+types, subclasses) is sliced by napari's synchronous path, on its own, as before.
 """
 
 from __future__ import annotations
@@ -15,7 +20,33 @@ import numpy as np
 
 from napari_async_slicing import _napari_compat as compat
 from napari_async_slicing._reading import LazySource
-from napari_async_slicing.layers._slice import _scalar_field
+from napari_async_slicing.layers._slice import _scalar_field, _shapes, _tracks
+
+#: Modules that build their own requests for layer types napari slices synchronously.
+_LAYER_MODULES = (_shapes, _tracks)
+
+
+def _module_for(layer: Any) -> Any:
+    for module in _LAYER_MODULES:
+        if module.handles_layer(layer):
+            return module
+    return None
+
+
+def is_async_sliceable(layer: Any, dims: Any) -> bool:
+    """True if this step of ``layer`` can be sliced off the main thread."""
+    module = _module_for(layer)
+    if module is not None:
+        return module.can_slice(layer, dims)
+    return compat.is_async_sliceable(layer)
+
+
+def make_request(layer: Any, dims: Any) -> Any:
+    """Main thread: a by-value request for ``layer`` at ``dims`` (ours, else napari's)."""
+    module = _module_for(layer)
+    if module is not None:
+        return module.make_request(layer, dims)
+    return compat.make_slice_request(layer, dims)
 
 
 def prepare(request: Any, layer: Any = None) -> Any:
@@ -31,6 +62,10 @@ def prepare(request: Any, layer: Any = None) -> Any:
 
 def apply(layer: Any, response: Any) -> None:
     """Main thread: show ``response`` on ``layer`` (what napari's ``QtViewer._on_slice_ready`` does)."""
+    module = _module_for(layer)
+    if module is not None:
+        module.apply(layer, response)
+        return
     if _scalar_field.handles_response(response):
         _scalar_field.apply(layer, response)
         return
@@ -59,6 +94,8 @@ def same_request(a: Any, b: Any) -> bool:
     cancelling and restarting it. Data is compared by identity; anything not cheaply comparable
     counts as different.
     """
+    if hasattr(a, 'same_as'):
+        return a.same_as(b)
     if type(a) is not type(b) or not dataclasses.is_dataclass(a):
         return False
     return all(
