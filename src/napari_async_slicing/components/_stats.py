@@ -18,11 +18,18 @@ class LayerStats:
     #: Milliseconds from submit to applied, for the most recent applied requests.
     latencies_ms: deque = field(default_factory=lambda: deque(maxlen=200))
     counts: dict = field(default_factory=lambda: dict.fromkeys(OUTCOMES, 0))
+    #: Chunk cache hits and misses of this layer's requests (R13).
+    cache_hits: int = 0
+    cache_misses: int = 0
 
     def add(self, outcome: str, submitted: float) -> None:
         self.counts[outcome] += 1
         if outcome == 'applied':
             self.latencies_ms.append((time.perf_counter() - submitted) * 1000)
+
+    def add_cache(self, hits: int, misses: int) -> None:
+        self.cache_hits += hits
+        self.cache_misses += misses
 
     def summary(self, in_flight: int) -> dict:
         lat = np.asarray(self.latencies_ms, dtype=float)
@@ -33,4 +40,6 @@ class LayerStats:
             'p95_ms': float(np.percentile(lat, 95)) if lat.size else None,
             'in_flight': in_flight,
             **self.counts,
+            'cache_hits': self.cache_hits,
+            'cache_misses': self.cache_misses,
         }
