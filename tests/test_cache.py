@@ -192,3 +192,42 @@ def test_cache_bytes_option_is_bounded(monkeypatch):
     assert SlicingOptions.from_env().cache_bytes == 1234
     with pytest.raises(ValueError, match='cache_bytes'):
         SlicingOptions(cache_bytes=2**31)
+
+
+#: Planes computed by ``_record_on_cluster`` (module level: distributed pickles tasks by reference).
+_ON_CLUSTER: list[int] = []
+
+
+def _record_on_cluster(block, block_info=None):
+    import distributed
+
+    distributed.get_worker()  # raises ValueError outside a worker
+    _ON_CLUSTER.append(block_info[0]['chunk-location'][0])
+    return block
+
+
+def test_dask_layers_read_on_a_distributed_cluster(make_napari_viewer, server, remote_volume, qtbot):
+    """R21: with ``enable(dask_client=client)`` dask chunks are computed on the cluster, cached here."""
+    distributed = pytest.importorskip('distributed')
+    import dask.array as da
+
+    on_cluster = _ON_CLUSTER
+    on_cluster.clear()
+    with (
+        distributed.LocalCluster(n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None) as cluster,
+        distributed.Client(cluster) as client,
+        napari_async_slicing.enabled(dask_client=client, prefetch_radius=0),
+    ):
+        viewer = make_napari_viewer(show=True)
+        layer = add_remote(viewer, da.from_zarr(remote_volume).map_blocks(_record_on_cluster, dtype='uint16'))
+        for z in (3, 8):
+            show(viewer, layer, z, qtbot)
+        assert {3, 8} <= set(on_cluster)
+        on_cluster.clear()
+        server.wait_idle()
+        server.reset_counters()
+        step_to(viewer, 3)
+        viewer._layer_slicer.wait_until_idle(timeout=5)
+        assert shown_plane(viewer, layer) == 3
+        assert on_cluster == [] and server.chunk_requests == 0  # the revisit never left this process
+        viewer.close()
