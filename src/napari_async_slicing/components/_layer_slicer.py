@@ -689,7 +689,13 @@ class AsyncLayerSlicer:
         """Main thread, once nothing visible is in flight: queue neighbour planes of the layers
         just shown, in the direction of motion first (radius ``prefetch_radius``)."""
         radius = self.options.prefetch_radius
-        if not radius or not self.cache.enabled or self._shut_down:
+        if (
+            not radius
+            or not self.cache.enabled
+            or self._shut_down
+            or self._call_on_main is None  # no Qt main thread to build requests on
+            or threading.current_thread() is not self._main_thread
+        ):
             return
         with self._lock:
             if self._in_flight:
