@@ -458,7 +458,10 @@ class AsyncLayerSlicer:
                 self.cache, counters=task.counters, cache_only=True
             ):
                 response = task.request()
-        except Exception:  # noqa: BLE001 - NeedsIO, or an error the worker path will report
+        except NeedsIO:  # a chunk is not cached: read it on a worker
+            task.counters = ReadCounters()
+            return False
+        except Exception:  # noqa: BLE001 - the worker path reports it as usual
             task.counters = ReadCounters()
             return False
         task.started, task.data_ready, task.response = started, time.perf_counter(), response
