@@ -114,14 +114,17 @@ def test_bench_main_multiscale_and_revisit_tiny(tiny_bench):
         # A tiny image fits the canvas: napari shows level 0, and nothing reads no data.
         assert extra['full_levels'] == [0] * spec['ome_steps']
         assert all(0 < f <= r for f, r in zip(extra['first_pixels_ms'], extra['full_res_ms']))
-        assert min(extra['full_res_ms']) >= latency_ms
+        if mode != 'ours':  # ours may have prefetched the plane stepped to (R14)
+            assert min(extra['full_res_ms']) >= latency_ms
         assert min(extra['chunk_requests']) >= 1
         (s6,) = _records(doc, mode, 'S6')
         assert s6['status'] == 'ok', s6
         assert len(s6['extra']['revisit_ms']) == spec['revisit_trials']
         assert len(s6['extra']['neighbour_ms']) == spec['neighbour_trials']
-        # No cache or prefetch yet in any mode: at least one request latency.
-        assert s6['metrics']['revisit_ms'] >= latency_ms and s6['metrics']['neighbour_ms'] >= latency_ms
+        if mode == 'ours':  # chunk cache and prefetch: no request on the way
+            assert s6['metrics']['revisit_ms'] < latency_ms and s6['metrics']['neighbour_ms'] < latency_ms
+        else:  # napari has neither: at least one request latency
+            assert s6['metrics']['revisit_ms'] >= latency_ms and s6['metrics']['neighbour_ms'] >= latency_ms
     # Every mode measured the same canvas, zoom and level.
     views = {json.dumps(_records(doc, m, 'S3')[0]['extra']['view'], sort_keys=True) for m in MODES}
     assert len(views) == 1, views

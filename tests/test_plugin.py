@@ -17,7 +17,12 @@ import napari_async_slicing
 from napari_async_slicing import _napari_compat as compat
 from napari_async_slicing._live import default_options
 from napari_async_slicing._options import MiB, SlicingOptions
-from napari_async_slicing._qt._latency_widget import format_stats
+from napari_async_slicing._qt._latency_widget import format_stats, hit_rate
+
+
+def hit_rate_text(row: dict) -> str:
+    rate = hit_rate(row)
+    return 'n/a' if rate is None else f'{rate * 100:.0f}%'
 from napari_async_slicing._qt._plugin_widget import AsyncSlicingWidget
 from napari_async_slicing._reader import get_reader
 from napari_async_slicing.components._layer_slicer import AsyncLayerSlicer
@@ -279,7 +284,9 @@ def test_readout_matches_the_slicer_and_the_latency_log(
     slicer = viewer._layer_slicer
     slicer.wait_until_idle(timeout=5)
     (row,) = slicer.stats()
-    qtbot.waitUntil(lambda: widget.readout.label.text() == format_stats([row]), timeout=2000)
+    # Header and the layer's row (the cache line below moves with prefetch).
+    qtbot.waitUntil(lambda: widget.readout.label.text().splitlines()[:2]
+                    == format_stats([row]).splitlines()[:2], timeout=2000)
 
     text = widget.readout.label.text()
     fields = text.splitlines()[1].split()
@@ -291,7 +298,8 @@ def test_readout_matches_the_slicer_and_the_latency_log(
     assert abs(last - applied[-1]['applied_ms']) <= 1.0
     assert abs(p50 - np.median([r['applied_ms'] for r in applied])) <= 1.0
     assert int(fields[5]) == sum(r['outcome'] in ('cancelled', 'dropped') for r in records) >= 1
-    assert fields[-2:] == ['n/a', 'n/a']  # no chunk cache reported by this slicer
+    assert fields[-1] == hit_rate_text(row)
+    assert text.splitlines()[-1].startswith('chunk cache: ')
     widget.hide()
     assert not widget.readout._timer.isActive()
 
@@ -299,12 +307,16 @@ def test_readout_matches_the_slicer_and_the_latency_log(
 def test_readout_shows_cache_fields_when_the_slicer_reports_them():
     row = {'layer': 'remote', 'last_ms': 12.0, 'p50_ms': 10.0, 'p95_ms': 30.0, 'in_flight': 1,
            'applied': 5, 'stale': 0, 'cancelled': 2, 'dropped': 1, 'failed': 0}
-    text = format_stats([{**row, 'cache_hits': 3, 'cache_misses': 1, 'cache_bytes': 5 * MiB}])
-    assert text.splitlines()[1].split()[-2:] == ['75%', '5.0']
-    assert format_stats([{**row, 'cache_hit_rate': 0.5}]).splitlines()[1].split()[-2:] == [
-        '50%', 'n/a']
-    assert format_stats([row]).splitlines()[1].split()[1:] == [
-        '12', '10', '30', '1', '3', '0', 'n/a', 'n/a']
+    text = format_stats([{**row, 'cache_hits': 3, 'cache_misses': 1}],
+                        {'max_bytes': 64 * MiB, 'bytes': 5 * MiB, 'hits': 3, 'misses': 1,
+                         'prefetch': {'done': 2}})
+    assert text.splitlines()[1].split()[-1] == '75%'
+    assert text.splitlines()[-1] == ('chunk cache: 5.0 of 64 MiB, 3 hits, 1 misses;'
+                                     ' prefetched 2 planes')
+    assert format_stats([{**row, 'cache_hit_rate': 0.5}]).splitlines()[1].split()[-1] == '50%'
+    assert format_stats([row]).splitlines()[1].split()[1:] == ['12', '10', '30', '1', '3', '0', 'n/a']
+    assert format_stats([row]).splitlines()[-1] == 'chunk cache: n/a'
+    assert format_stats([row], {'max_bytes': 0}).splitlines()[-1] == 'chunk cache: off'
 
 
 # --- reader ------------------------------------------------------------------------------------

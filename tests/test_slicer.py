@@ -259,7 +259,7 @@ def test_latency_log_records_every_request(make_napari_viewer, server, remote_vo
         layer = add_remote(viewer, remote_volume, name='remote')
         server.configure(latency=0.3)
         step_to(viewer, 1)
-        qtbot.waitUntil(lambda: server.in_flight > 0, timeout=3000)
+        qtbot.waitUntil(lambda: server.in_flight > 0 and not layer.loaded, timeout=3000)
         step_to(viewer, 9)  # cancels plane 1's read
         qtbot.waitUntil(lambda: shown_plane(viewer, layer) == 9 and layer.loaded, timeout=5000)
         viewer.close()
@@ -276,9 +276,10 @@ def test_latency_readout_reflects_the_slicer(viewer, server, remote_volume, qtbo
     from napari_async_slicing._qt._latency_widget import LatencyWidget
 
     layer = add_remote(viewer, remote_volume, name='remote')
-    server.configure(latency=0.2)
+    server.configure(latency=0.6)  # a read the main thread sees in flight
     step_to(viewer, 1)
-    qtbot.waitUntil(lambda: server.in_flight > 0, timeout=3000)
+    # not loaded: plane 1's own read, not a prefetch of its neighbours after it
+    qtbot.waitUntil(lambda: server.in_flight > 0 and not layer.loaded, timeout=3000)
     widget = LatencyWidget(viewer)
     qtbot.addWidget(widget)
     assert viewer._layer_slicer.stats()[0]['in_flight'] == 1

@@ -137,6 +137,38 @@ def loaded_signal(layer: Layer) -> Any | None:
     return getattr(state, 'loaded_data', None)
 
 
+def data_arrays(layer: Layer) -> list[Any]:
+    """The arrays a layer reads: ``layer.data``, or each level of multiscale data."""
+    data = getattr(layer, 'data', None)
+    if data is None:
+        return []
+    if getattr(layer, 'multiscale', False):
+        return list(data)
+    return [data]
+
+
+# --- dims ----------------------------------------------------------------------------------
+
+
+def detached_dims(dims: Any) -> Any:
+    """A copy of a ``Dims`` model with its own events (``Dims.copy`` shares the emitters), to
+    build neighbour-plane requests without touching the viewer's dims."""
+    from napari.components import Dims
+
+    dump = dims.model_dump() if hasattr(dims, 'model_dump') else dims.dict()
+    return Dims(**dump)
+
+
+def dims_nsteps(dims: Any) -> tuple[int, ...]:
+    return tuple(int(n) for n in dims.nsteps)
+
+
+def default_scrub_axis(dims: Any) -> int | None:
+    """The slider a user most likely moves next: the innermost non-displayed axis."""
+    axes = tuple(dims.not_displayed)
+    return axes[-1] if axes else None
+
+
 def next_request_id() -> int:
     from napari.layers.base._slice import _next_request_id
 
@@ -458,6 +490,10 @@ def patch_napari(slicer_type: type) -> None:
             return orig_refresh(self, event, **kwargs)
         # Route data refreshes through the slicer (as napari's async path does) so a
         # synchronous main-thread slice never races an in-flight response.
+        if kwargs.get('extent', True):
+            # A user's ``layer.refresh()`` says the data changed; napari's own view updates
+            # (multiscale level, contrast) pass ``extent=False`` and keep the chunk cache.
+            slicer.data_changed(self)
         self._refresh_sync(extent=kwargs.get('extent', True), force=True)
         self.events.reload(layer=self)
         return None

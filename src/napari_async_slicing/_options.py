@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 MiB = 1024 * 1024
@@ -25,6 +25,10 @@ class SlicingOptions:
     log: str | None = None
     #: Seconds a screenshot waits for pending slices.
     screenshot_timeout: float = 30.0
+    #: A ``distributed.Client``: dask-backed layers compute their chunks on its cluster (R21).
+    #: Keyword only (no environment variable); ``enable(dask_client='default')`` uses the
+    #: current default client.
+    dask_client: Any = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if not 0 <= self.cache_bytes <= GiB:
@@ -33,6 +37,12 @@ class SlicingOptions:
             raise ValueError('workers and heavy_slots must be at least 1')
         if self.prefetch_radius < 0:
             raise ValueError('prefetch_radius must be >= 0')
+        if isinstance(self.dask_client, str):
+            if self.dask_client != 'default':
+                raise ValueError("dask_client must be a distributed.Client or 'default'")
+            from distributed import default_client
+
+            object.__setattr__(self, 'dask_client', default_client())
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, **overrides: Any) -> SlicingOptions:
@@ -41,7 +51,7 @@ class SlicingOptions:
         values: dict[str, Any] = {}
         for f in dataclasses.fields(cls):
             raw = environ.get(f'NAPARI_ASYNC_SLICING_{f.name.upper()}')
-            if raw is None or raw == '':
+            if raw is None or raw == '' or f.name == 'dask_client':
                 continue
             if f.name == 'log':
                 values[f.name] = raw

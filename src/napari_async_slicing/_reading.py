@@ -9,6 +9,11 @@ indexing lazily and reads only when napari materialises it (``np.asarray``):
 - dask arrays are computed with a callback that stops issuing chunk tasks once cancelled;
 - anything else (numpy, plugin array-likes) is indexed directly, checking the token before.
 
+With a :class:`~napari_async_slicing._cache.ChunkCache` bound (:func:`bound_reading`), zarr and
+dask reads go chunk by chunk: the selection is split along the chunk grid (dask: its blocks),
+cached decoded chunks are used as they are, only the missing ones are fetched (concurrently, on
+zarr's loop, still cancellable), stored, and the plane is assembled from them.
+
 Transient failures (HTTP 5xx, timeouts, dropped connections) are retried with bounded backoff
 before the error reaches the user.
 """
@@ -16,7 +21,9 @@ before the error reaches the user.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import concurrent.futures
+import itertools
 import random
 import threading
 from collections.abc import Callable, Iterator
@@ -95,6 +102,52 @@ def bound_token(token: CancelToken) -> Iterator[None]:
         yield
     finally:
         _local.token = previous
+
+
+class NeedsIO(Exception):
+    """A cache-only read (the inline main-thread path) met a chunk that is not cached."""
+
+
+class ReadCounters:
+    """Chunk cache hits and misses of one request (summed into the layer's stats)."""
+
+    __slots__ = ('hits', 'misses')
+
+    def __init__(self) -> None:
+        self.hits = 0
+        self.misses = 0
+
+
+@contextmanager
+def bound_reading(
+    cache: Any = None,
+    *,
+    counters: ReadCounters | None = None,
+    cache_only: bool = False,
+    dask_client: Any = None,
+) -> Iterator[None]:
+    """Bind the chunk cache (and where reads count, whether they may do I/O) to this thread."""
+    previous = (
+        getattr(_local, 'cache', None),
+        getattr(_local, 'counters', None),
+        getattr(_local, 'cache_only', False),
+        getattr(_local, 'dask_client', None),
+    )
+    _local.cache, _local.counters, _local.cache_only, _local.dask_client = (
+        cache,
+        counters,
+        cache_only,
+        dask_client,
+    )
+    try:
+        yield
+    finally:
+        _local.cache, _local.counters, _local.cache_only, _local.dask_client = previous
+
+
+def _bound_cache() -> Any:
+    cache = getattr(_local, 'cache', None)
+    return cache if cache is not None and cache.enabled else None
 
 
 # --- retry ---------------------------------------------------------------------------------
@@ -192,11 +245,165 @@ def _dask_pretask(key: Any, dsk: Any, state: Any) -> None:
 _DASK_CANCEL_CALLBACKS = [(None, None, _dask_pretask, None, None)]
 
 
-def _read_dask(array: Any, token: CancelToken) -> np.ndarray:
+class _RegularGrid:
+    def __init__(self, size: int, chunk: int) -> None:
+        self.size, self.chunk = size, chunk
+
+    def index(self, i: int) -> int:
+        return i // self.chunk
+
+    def span(self, ci: int) -> tuple[int, int]:
+        return ci * self.chunk, min((ci + 1) * self.chunk, self.size)
+
+
+class _IrregularGrid:
+    def __init__(self, sizes: tuple[int, ...]) -> None:
+        self.bounds = [0, *np.cumsum(sizes).tolist()]
+
+    def index(self, i: int) -> int:
+        return bisect.bisect_right(self.bounds, i) - 1
+
+    def span(self, ci: int) -> tuple[int, int]:
+        return self.bounds[ci], self.bounds[ci + 1]
+
+
+class ChunkPlan:
+    """How ``array[selection]`` (ints and positive-step slices) maps onto the array's chunks."""
+
+    def __init__(self, shape: tuple[int, ...], grids: list, selection: tuple) -> None:
+        selection = tuple(selection) + (slice(None),) * (len(shape) - len(selection))
+        self.grids = grids
+        self.out_shape: list[int] = []
+        #: Per axis: [(chunk index, out index or None, index inside the chunk)].
+        per_axis: list[list[tuple[int, slice | None, slice | int]]] = []
+        for n, grid, sel in zip(shape, grids, selection, strict=True):
+            if isinstance(sel, slice):
+                r = range(*sel.indices(n))
+                if r.step <= 0:
+                    raise ValueError('negative steps are read directly')
+                self.out_shape.append(len(r))
+                ops = []
+                if len(r):
+                    for ci in range(grid.index(r[0]), grid.index(r[-1]) + 1):
+                        c0, c1 = grid.span(ci)
+                        lo = max(0, -(-(c0 - r.start) // r.step))
+                        hi = min(len(r), -(-(c1 - r.start) // r.step))
+                        if lo < hi:
+                            ops.append(
+                                (ci, slice(lo, hi), slice(r[lo] - c0, r[hi - 1] - c0 + 1, r.step))
+                            )
+                per_axis.append(ops)
+            else:
+                i = int(sel)
+                i = i + n if i < 0 else i
+                if not 0 <= i < n:
+                    raise IndexError(f'index {sel} out of range for size {n}')
+                ci = grid.index(i)
+                per_axis.append([(ci, None, i - grid.span(ci)[0])])
+        self.ops = [
+            (
+                tuple(op[0] for op in combo),
+                tuple(op[1] for op in combo if op[1] is not None),
+                tuple(op[2] for op in combo),
+            )
+            for combo in itertools.product(*per_axis)
+        ]
+
+    @property
+    def chunks(self) -> list[tuple[int, ...]]:
+        return [op[0] for op in self.ops]
+
+    def region(self, chunk: tuple[int, ...]) -> tuple[slice, ...]:
+        return tuple(slice(*g.span(ci)) for g, ci in zip(self.grids, chunk, strict=True))
+
+    def assemble(self, chunks: dict, dtype: Any) -> np.ndarray:
+        out = np.empty(self.out_shape, dtype=dtype)
+        for chunk, out_index, in_index in self.ops:
+            out[out_index] = chunks[chunk][in_index]
+        return out
+
+
+def _cached_chunks(
+    cache: Any, source: Any, plan: ChunkPlan
+) -> tuple[dict[tuple[int, ...], np.ndarray], list[tuple[int, ...]]]:
+    """Chunks of ``plan`` found in the cache, and the ones missing; counts hits and misses."""
+    wanted = list(dict.fromkeys(plan.chunks))
+    if getattr(_local, 'cache_only', False) and not all((source, c) in cache for c in wanted):
+        raise NeedsIO  # before counting: the request is retried on a worker
+    found: dict[tuple[int, ...], np.ndarray] = {}
+    missing: list[tuple[int, ...]] = []
+    for chunk in wanted:
+        value = cache.get((source, chunk))
+        if value is None:
+            missing.append(chunk)
+        else:
+            found[chunk] = value
+    counters = getattr(_local, 'counters', None)
+    if counters is not None:
+        counters.hits += len(found)
+        counters.misses += len(missing)
+    if missing and getattr(_local, 'cache_only', False):
+        raise NeedsIO  # evicted since the check above
+    return found, missing
+
+
+def _zarr_plan(array: Any, selection: tuple) -> ChunkPlan | None:
+    try:
+        chunks = array.chunks
+        grids = [_RegularGrid(n, c) for n, c in zip(array.shape, chunks, strict=True)]
+        if not grids:
+            return None
+        return ChunkPlan(array.shape, grids, selection)
+    except (NotImplementedError, ValueError, TypeError):
+        return None  # irregular chunk grids, negative steps, fancy indexing: read directly
+
+
+def _read_zarr_cached(array: Any, plan: ChunkPlan, token: CancelToken, cache: Any) -> np.ndarray:
+    import zarr
+
+    from napari_async_slicing._napari_compat import zarr_event_loop
+
+    source = cache.source_key(array)
+    chunks, missing = _cached_chunks(cache, source, plan)
+    limit = int(zarr.config.get('async.concurrency') or 10)
+
+    async def fetch(todo: list[tuple[int, ...]]) -> None:
+        gate = asyncio.Semaphore(limit)
+
+        async def one(chunk: tuple[int, ...]) -> None:
+            async with gate:
+                data = np.asarray(await array.async_array.getitem(plan.region(chunk)))
+            chunks[chunk] = data
+            cache.put((source, chunk), data)  # kept even if the rest is cancelled
+
+        async with asyncio.TaskGroup() as group:
+            for chunk in todo:
+                group.create_task(one(chunk))
+
+    def read_missing() -> None:
+        todo = [c for c in missing if c not in chunks]  # a retry fetches only what is left
+        if not todo:
+            return
+        future = asyncio.run_coroutine_threadsafe(fetch(todo), zarr_event_loop())
+        with token.on_cancel(future.cancel):
+            try:
+                future.result()
+            except concurrent.futures.CancelledError:
+                raise SliceCancelled from None
+            except BaseExceptionGroup as group:  # the first chunk that failed
+                raise group.exceptions[0] from None
+
+    if missing:
+        with_retry(read_missing, token)
+    token.raise_if_cancelled()
+    return plan.assemble(chunks, array.dtype)
+
+
+def _local_dask_kwargs(collections: list) -> dict:
     import dask
     from dask import local, threaded
 
-    scheduler = dask.base.get_scheduler(collections=[array])
+    scheduler = dask.base.get_scheduler(collections=collections)
     # Local schedulers run ``pretask`` in the thread driving the compute (this worker), where our
     # token is bound; other schedulers (e.g. distributed) do not take ``callbacks``.
     local_getters = {threaded.get, local.get_sync}
@@ -206,18 +413,90 @@ def _read_dask(array: Any, token: CancelToken) -> np.ndarray:
         local_getters.add(multiprocessing.get)
     except ImportError:  # pragma: no cover - needs cloudpickle
         pass
-    kwargs = {'callbacks': _DASK_CANCEL_CALLBACKS} if scheduler in local_getters else {}
-    return with_retry(lambda: np.asarray(array.compute(**kwargs)), token)
+    return {'callbacks': _DASK_CANCEL_CALLBACKS} if scheduler in local_getters else {}
+
+
+def _compute_dask(collections: list, token: CancelToken) -> list[np.ndarray]:
+    """Compute dask collections cancellably: on the bound distributed client if any."""
+    client = getattr(_local, 'dask_client', None)
+    if client is not None:
+        from distributed import CancelledError as DistributedCancelled
+
+        def on_cluster() -> list[np.ndarray]:
+            futures = client.compute(collections)
+            with token.on_cancel(lambda: client.cancel(futures)):
+                try:
+                    return [np.asarray(r) for r in client.gather(futures)]
+                except (DistributedCancelled, concurrent.futures.CancelledError):
+                    raise SliceCancelled from None
+
+        return with_retry(on_cluster, token)
+    import dask
+
+    kwargs = _local_dask_kwargs(collections)
+    return with_retry(
+        lambda: [np.asarray(r) for r in dask.compute(*collections, **kwargs)], token
+    )
+
+
+#: Cache dask blocks only when the blocks a selection touches hold at most this many times the
+#: bytes it needs (computing whole blocks of a coarsely chunked graph to show one plane would
+#: multiply the work); the rest is computed as sliced, uncached.
+DASK_BLOCK_OVERREAD = 4
+
+
+def _dask_plan(array: Any, selection: tuple, cache: Any) -> ChunkPlan | None:
+    try:
+        plan = ChunkPlan(array.shape, [_IrregularGrid(c) for c in array.chunks], selection)
+    except (ValueError, TypeError):
+        return None
+    if not plan.chunks or any(np.isnan(n) for c in array.chunks for n in c):
+        return None
+    itemsize = np.dtype(array.dtype).itemsize
+    needed = max(1, int(np.prod(plan.out_shape)) * itemsize)
+    blocks = dict.fromkeys(plan.chunks)
+    sizes = [
+        int(np.prod([b - a for a, b in (g.span(ci) for g, ci in zip(plan.grids, chunk))])) * itemsize
+        for chunk in blocks
+    ]
+    if sum(sizes) > DASK_BLOCK_OVERREAD * needed + max(sizes) or max(sizes) > cache.max_bytes // 4:
+        return None
+    return plan
+
+
+def _read_dask_cached(array: Any, plan: ChunkPlan, token: CancelToken, cache: Any) -> np.ndarray:
+    source = cache.source_key(array)
+    chunks, missing = _cached_chunks(cache, source, plan)
+    if missing:
+        results = _compute_dask([array.blocks[chunk] for chunk in missing], token)
+        for chunk, data in zip(missing, results, strict=True):
+            chunks[chunk] = data
+            cache.put((source, chunk), data)
+    token.raise_if_cancelled()
+    return plan.assemble(chunks, array.dtype)
 
 
 def read(array: Any, selection: tuple, token: CancelToken | None = None) -> np.ndarray:
-    """Read ``array[selection]`` as numpy, cancellably and with retries."""
+    """Read ``array[selection]`` as numpy, cancellably, with retries, through the bound cache."""
     token = token or current_token()
     token.raise_if_cancelled()
+    cache = _bound_cache()
     if _is_zarr_array(array):
+        plan = _zarr_plan(array, selection) if cache is not None else None
+        if plan is not None:
+            return _read_zarr_cached(array, plan, token, cache)
+        if getattr(_local, 'cache_only', False):
+            raise NeedsIO
         return _read_zarr(array, selection, token)
     if _is_dask_array(array):
-        return _read_dask(array[selection], token)
+        plan = _dask_plan(array, selection, cache) if cache is not None else None
+        if plan is not None:
+            return _read_dask_cached(array, plan, token, cache)
+        if getattr(_local, 'cache_only', False):
+            raise NeedsIO
+        return _compute_dask([array[selection]], token)[0]
+    if getattr(_local, 'cache_only', False):
+        raise NeedsIO
     return with_retry(lambda: np.asarray(array[selection]), token)
 
 

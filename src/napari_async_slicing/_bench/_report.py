@@ -162,9 +162,9 @@ def markdown(results: dict[str, Any], agg: dict[str, Any], command: str, facts: 
               '*latency* runs from setting `dims` to that moment. Ratios < 1 favour ours for times; '
               'for "planes applied" and "steps shown" higher is better. S3 *first pixels* is the '
               'first time vispy holds the new plane at any level, *full resolution* the first time '
-              'it holds it at the level napari settles on for the canvas. S3 and S6 run without a '
-              'chunk cache, prefetch or progressive multiscale in any mode (issue 7): they are the '
-              'baseline those must beat.']
+              'it holds it at the level napari settles on for the canvas. In S6 ours uses its chunk '
+              'cache and prefetch (napari has neither; revisits and rested neighbours are served '
+              'from decoded chunks); S3 runs without progressive multiscale in any mode.']
     if agg['errors']:
         lines += ['', 'Failures:', *[f'- {e}' for e in agg['errors']]]
     log = results['modes'].get('ours', {}).get('latency_log')

@@ -12,7 +12,7 @@ MiB = 1024 * 1024
 
 HEADER = (
     f"{'layer':12s} {'last':>4s} {'p50':>4s} {'p95':>4s} ms {'flight':>6s} {'cancel':>6s}"
-    f" {'fail':>4s} {'hit%':>5s} {'cache MiB':>10s}"
+    f" {'fail':>4s} {'hit%':>5s}"
 )
 
 
@@ -36,26 +36,36 @@ def _hits(row: dict) -> str:
     return '  n/a' if rate is None else f'{rate * 100:4.0f}%'
 
 
-def _cache_mib(row: dict) -> str:
-    used = row.get('cache_bytes')
-    return '       n/a' if used is None else f'{used / MiB:10.1f}'
+def cache_line(cache: dict | None) -> str:
+    """The chunk cache's totals (``AsyncLayerSlicer.cache_stats()``): bytes used, hits, prefetch."""
+    if cache is None:
+        return 'chunk cache: n/a'
+    if not cache['max_bytes']:
+        return 'chunk cache: off'
+    prefetch = cache.get('prefetch', {})
+    return (
+        f"chunk cache: {cache['bytes'] / MiB:.1f} of {cache['max_bytes'] / MiB:.0f} MiB,"
+        f" {cache['hits']} hits, {cache['misses']} misses;"
+        f" prefetched {prefetch.get('done', 0)} planes"
+    )
 
 
-def format_stats(rows: list[dict]) -> str:
-    """Fixed-width text table of ``AsyncLayerSlicer.stats()`` rows.
+def format_stats(rows: list[dict], cache: dict | None = None) -> str:
+    """Fixed-width text table of ``AsyncLayerSlicer.stats()`` rows, then the cache's totals.
 
-    Cache columns read ``cache_hit_rate`` (or ``cache_hits``/``cache_misses``) and ``cache_bytes``
-    from each row and show ``n/a`` when the slicer does not report them.
+    The per-layer hit rate reads ``cache_hit_rate`` (or ``cache_hits``/``cache_misses``) from each
+    row and shows ``n/a`` when the slicer does not report it.
     """
     lines = [HEADER]
     for r in rows:
         lines.append(
             f"{r['layer'][:12]:12s} {_ms(r['last_ms'])} {_ms(r['p50_ms'])} {_ms(r['p95_ms'])}"
             f"    {r['in_flight']:6d} {r['cancelled'] + r['dropped']:6d} {r['failed']:4d}"
-            f" {_hits(r)} {_cache_mib(r)}"
+            f" {_hits(r)}"
         )
     if not rows:
         lines.append('(no layer sliced yet)')
+    lines.append(cache_line(cache))
     return '\n'.join(lines)
 
 
@@ -98,6 +108,7 @@ class LatencyWidget(QWidget):
         if not hasattr(slicer, 'stats') or slicer.is_shut_down:
             text = "napari's own slicer is in use: no readout"
         else:
-            text = format_stats(slicer.stats())
+            cache = slicer.cache_stats() if hasattr(slicer, 'cache_stats') else None
+            text = format_stats(slicer.stats(), cache)
         if text != self.label.text():
             self.label.setText(text)

@@ -34,7 +34,15 @@ from napari.utils.events.event import EmitterGroup, Event
 
 from napari_async_slicing import _napari_compat as compat
 from napari_async_slicing._options import SlicingOptions
-from napari_async_slicing._reading import CancelToken, SliceCancelled, bound_token
+from napari_async_slicing._cache import ChunkCache
+from napari_async_slicing._reading import (
+    CancelToken,
+    NeedsIO,
+    ReadCounters,
+    SliceCancelled,
+    bound_reading,
+    bound_token,
+)
 from napari_async_slicing.components._latency_log import LatencyLog
 from napari_async_slicing.components._stats import LayerStats
 from napari_async_slicing.layers import _slice
@@ -50,6 +58,11 @@ FINISH_FRACTION = 0.25
 #: In-memory requests measured below this run inline on the main thread (NAP-4: skip the delay
 #: when slicing is known to be fast). Well under one 16 ms frame.
 INLINE_BUDGET_S = 0.004
+
+#: Lazy requests are tried inline from the chunk cache (no I/O allowed; a miss falls back to a
+#: worker) while the layer's cached slices take at most this long, so a revisit shows within the
+#: frame it was asked for.
+CACHED_INLINE_BUDGET_S = 0.008
 
 
 class SliceError(RuntimeError):
@@ -75,6 +88,7 @@ class _Task:
     data_ready: float | None = None
     response: Any = None
     error: BaseException | None = None
+    counters: ReadCounters = field(default_factory=ReadCounters)
 
 
 @dataclass(eq=False)
@@ -91,6 +105,17 @@ class _LayerState:
     stats: LayerStats | None = None
     #: Moving average of how long this layer's requests take to compute (seconds).
     compute_s: float | None = None
+    #: Moving average of this layer's slices served inline from the chunk cache (seconds).
+    cached_s: float | None = None
+    #: Prefetch (R14): the live dims, last requested step, motion (axis, +1/-1), and whether the
+    #: newest applied slice read lazy data (nothing to prefetch for in-memory data).
+    dims: Any = None
+    last_step: tuple | None = None
+    motion: tuple[int, int] | None = None
+    wants_prefetch: bool = False
+    write_callback: Callable[[Any], None] | None = None
+    #: The last task served inline from the chunk cache, until another request comes.
+    from_cache: _Task | None = None
 
 
 class _FailureNotifier:
@@ -137,6 +162,13 @@ class AsyncLayerSlicer:
         self._heavy = ThreadPoolExecutor(
             self.options.heavy_slots, thread_name_prefix='napari-async-slicing-heavy'
         )
+        #: Prefetch (R14) runs on its own single thread, below every visible request.
+        self._prefetch_pool = ThreadPoolExecutor(1, thread_name_prefix='napari-async-slicing-prefetch')
+        #: Prefetch tokens not yet finished (cancelled by any visible request).
+        self._prefetches: set[CancelToken] = set()
+        self.prefetch_counts = {'started': 0, 'done': 0, 'cancelled': 0}
+        #: Decoded chunks of every lazily read layer of the viewer (R13).
+        self.cache = ChunkCache(self.options.cache_bytes)
         self._lock = threading.RLock()
         self._states: weakref.WeakKeyDictionary[Any, _LayerState] = weakref.WeakKeyDictionary()
         #: Futures returned by ``submit`` by the layers they cover (as napari's slicer keeps).
@@ -267,14 +299,18 @@ class AsyncLayerSlicer:
             states = list(self._states.items())
             for _, state in states:
                 self._supersede_all(state)
+        self._cancel_prefetch()
         self._interactive.shutdown(wait=True, cancel_futures=True)
         self._heavy.shutdown(wait=True, cancel_futures=True)
+        self._prefetch_pool.shutdown(wait=True, cancel_futures=True)
+        self.cache.clear()
         with self._lock:
             for task in list(self._in_flight):  # queued in an executor that never ran them
                 self._drop(task)
         for layer, state in states:
             compat.mark_loaded(layer, state.latest_id)  # leave "loading" (a swap or close)
             self._disconnect_loaded(layer, state)
+            self._unwatch_writes(layer, state)
         compat.unmanage_all(self)
         self._done.clear()
         if self._log is not None:
@@ -297,6 +333,14 @@ class AsyncLayerSlicer:
             rows.append(stats.summary(in_flight.get(layer, 0)))
         return rows
 
+    def cache_stats(self) -> dict:
+        """Chunk cache totals (hits, misses, bytes, max_bytes, chunks, evictions) and prefetches."""
+        return {**self.cache.stats(), 'prefetch': dict(self.prefetch_counts)}
+
+    def data_changed(self, layer: Any) -> None:
+        """The layer's data changed in place (``layer.refresh()``, painting): drop its chunks."""
+        self.cache.forget(compat.data_arrays(layer))
+
     def forget(self, layer: Any) -> None:
         """The layer left the viewer: stop its reads, leave "loading", drop its state."""
         with self._lock:
@@ -306,6 +350,7 @@ class AsyncLayerSlicer:
             self._supersede_all(state)
         compat.mark_loaded(layer, state.latest_id)
         self._disconnect_loaded(layer, state)
+        self._unwatch_writes(layer, state)
         compat.unmanage(layer)
 
     # --- hooks for the Qt side ---------------------------------------------------------------
@@ -323,19 +368,26 @@ class AsyncLayerSlicer:
         if state is None:
             state = self._states[layer] = _LayerState()
             self._connect_loaded(layer, state)
+            self._watch_writes(layer, state)
             compat.manage(layer, self)
         return state
 
     def _make_task(self, layer: Any, dims: Any, force: bool) -> _Task:
         request = _slice.make_request(layer, dims)  # main thread, by value, no data access
         state = self._state(layer)
+        step = tuple(getattr(dims, 'current_step', ()))
+        if state.last_step is not None and len(state.last_step) == len(step):
+            moved = [i for i, (a, b) in enumerate(zip(state.last_step, step)) if a != b]
+            if len(moved) == 1:
+                state.motion = (moved[0], 1 if step[moved[0]] > state.last_step[moved[0]] else -1)
+        state.last_step, state.dims = step, dims
         return _Task(
             layer_ref=weakref.ref(layer),
             request=_slice.prepare(request, layer),
             request_id=request.id,
             epoch=state.epoch,
             heavy=_slice.is_heavy(request),
-            step=tuple(getattr(dims, 'current_step', ())),
+            step=step,
             force=force,
         )
 
@@ -344,7 +396,9 @@ class AsyncLayerSlicer:
         layer = task.layer_ref()
         state = self._state(layer)
         with self._lock:
-            newest = state.current
+            # napari submits each step twice: the second finds the first still running, or
+            # already shown from the cache.
+            newest = state.current or state.from_cache
             if (
                 not task.force
                 and newest is not None
@@ -353,8 +407,12 @@ class AsyncLayerSlicer:
                 and _slice.same_request(newest.request, task.request)
             ):
                 return newest  # an identical request is already on its way
+            state.from_cache = None
+        self._cancel_prefetch()  # strictly below any visible request
         if self._runs_inline(state, task):
             return self._run_inline(state, task)
+        if self._may_run_from_cache(state, task) and self._run_from_cache(state, task):
+            return task
         compat.mark_unloaded(layer, task.request_id)
         with self._lock:
             self._in_flight.add(task)
@@ -412,6 +470,45 @@ class AsyncLayerSlicer:
         self._apply(task)
         return task
 
+    def _may_run_from_cache(self, state: _LayerState, task: _Task) -> bool:
+        return (
+            self.cache.enabled
+            and self._call_on_main is not None
+            and threading.current_thread() is self._main_thread
+            and not task.heavy
+            and (state.cached_s is None or state.cached_s <= CACHED_INLINE_BUDGET_S)
+            and not _slice.in_memory(task.request)
+        )
+
+    def _run_from_cache(self, state: _LayerState, task: _Task) -> bool:
+        """Slice on the main thread if every chunk is cached (a revisit); False if one is not."""
+        started = time.perf_counter()
+        try:
+            with bound_token(task.token), bound_reading(
+                self.cache, counters=task.counters, cache_only=True
+            ):
+                response = task.request()
+        except NeedsIO:  # a chunk is not cached: read it on a worker
+            task.counters = ReadCounters()
+            return False
+        except Exception:  # noqa: BLE001 - the worker path reports it as usual
+            task.counters = ReadCounters()
+            return False
+        task.started, task.data_ready, task.response = started, time.perf_counter(), response
+        took = task.data_ready - started
+        state.cached_s = took if state.cached_s is None else 0.7 * state.cached_s + 0.3 * took
+        layer = task.layer_ref()
+        with self._lock:
+            state.latest_id = task.request_id
+            self._supersede_all(state)
+        compat.set_newest_slice_id(layer, task.request_id)  # no loading flicker
+        task.future.set_running_or_notify_cancel()
+        state.from_cache = task
+        self._finish(task)
+        self._apply(task)
+        self._maybe_prefetch()
+        return True
+
     def _drop(self, task: _Task) -> bool:
         """Cancel a task that has not started; False if it already has."""
         if not task.future.cancel():
@@ -426,6 +523,7 @@ class AsyncLayerSlicer:
             if state.stats is None:
                 state.stats = LayerStats(getattr(layer, 'name', type(layer).__name__))
             state.stats.add(outcome, task.submitted)
+            state.stats.add_cache(task.counters.hits, task.counters.misses)
         if self._log is not None:
             error = task.error if outcome == 'failed' else None
             self._log.record(task, layer, outcome, error)
@@ -457,7 +555,9 @@ class AsyncLayerSlicer:
         try:
             if task.token.cancelled:
                 raise SliceCancelled
-            with bound_token(task.token):
+            with bound_token(task.token), bound_reading(
+                self.cache, counters=task.counters, dask_client=self.options.dask_client
+            ):
                 response = task.request()
             task.token.raise_if_cancelled()
         except SliceCancelled as exc:
@@ -570,8 +670,9 @@ class AsyncLayerSlicer:
             try:
                 task = self._done.popleft()
             except IndexError:
-                return
+                break
             self._apply(task)
+        self._maybe_prefetch()
 
     def _apply(self, task: _Task) -> None:
         layer = task.layer_ref()
@@ -590,6 +691,7 @@ class AsyncLayerSlicer:
         elif task.epoch == state.epoch and task.request_id > state.shown_id:
             outcome = 'applied'
             state.shown_id = task.request_id
+            state.wants_prefetch = not task.heavy and not _slice.in_memory(task.request)
             _slice.apply(layer, task.response)
             compat.mark_loaded(layer, task.request_id)
         else:
@@ -606,6 +708,110 @@ class AsyncLayerSlicer:
         wrapped.__traceback__ = error.__traceback__
         logger.debug('slice failed: %s', ''.join(traceback.format_exception(error)))
         self._notifier.report(id(layer), wrapped)
+
+    # --- prefetch (R14) -------------------------------------------------------------------
+
+    def _cancel_prefetch(self) -> None:
+        """A visible request arrived: stop every prefetch (queued ones never start)."""
+        with self._lock:
+            tokens, self._prefetches = self._prefetches, set()
+        for token in tokens:
+            token.cancel()
+
+    def _maybe_prefetch(self) -> None:
+        """Main thread, once nothing visible is in flight: queue neighbour planes of the layers
+        just shown, in the direction of motion first (radius ``prefetch_radius``)."""
+        radius = self.options.prefetch_radius
+        if (
+            not radius
+            or not self.cache.enabled
+            or self._shut_down
+            or self._call_on_main is None  # no Qt main thread to build requests on
+            or threading.current_thread() is not self._main_thread
+        ):
+            return
+        with self._lock:
+            if self._in_flight:
+                return  # the last visible response will ask again
+            wanted = [(layer, state) for layer, state in self._states.items() if state.wants_prefetch]
+        copies: dict[int, Any] = {}
+        plans = []
+        for layer, state in wanted:
+            state.wants_prefetch = False
+            dims, step = state.dims, state.last_step
+            if dims is None or step is None or not getattr(layer, 'visible', True):
+                continue
+            axis, sign = state.motion or (compat.default_scrub_axis(dims), 1)
+            if axis is None or axis >= len(step):
+                continue
+            if id(dims) not in copies:
+                copies[id(dims)] = compat.detached_dims(dims)
+            nsteps = compat.dims_nsteps(dims)[axis]
+            offsets = [sign * k for k in range(1, radius + 1)] + [-sign * k for k in range(1, radius + 1)]
+            targets = [step[axis] + o for o in offsets if 0 <= step[axis] + o < nsteps]
+            plans.append((layer, copies[id(dims)], step, axis, targets))
+        for layer, dims, step, axis, targets in plans:
+            for target in targets:
+                moved = list(step)
+                moved[axis] = target
+                dims.current_step = tuple(moved)
+                try:
+                    request = _slice.prepare(compat.make_slice_request(layer, dims))
+                except Exception:  # noqa: BLE001 - prefetch is best effort
+                    logger.debug('prefetch request failed', exc_info=True)
+                    break
+                token = CancelToken()
+                with self._lock:
+                    self._prefetches.add(token)
+                try:
+                    self._prefetch_pool.submit(self._run_prefetch, token, request)
+                except RuntimeError:  # shut down
+                    return
+
+    def _run_prefetch(self, token: CancelToken, request: Any) -> None:
+        """Prefetch thread: run a neighbour's request for its reads only (never applied)."""
+        try:
+            if token.cancelled:
+                raise SliceCancelled
+            self.prefetch_counts['started'] += 1
+            with bound_token(token), bound_reading(self.cache, dask_client=self.options.dask_client):
+                request()
+            self.prefetch_counts['done'] += 1
+        except SliceCancelled:
+            self.prefetch_counts['cancelled'] += 1
+        except Exception:  # noqa: BLE001 - a failed prefetch is retried when the plane is visited
+            logger.debug('prefetch failed', exc_info=True)
+        finally:
+            with self._lock:
+                self._prefetches.discard(token)
+
+    # --- data written in place --------------------------------------------------------------
+
+    def _watch_writes(self, layer: Any, state: _LayerState) -> None:
+        """Painting writes into a Labels layer's data: its cached chunks must go."""
+        events = getattr(layer, 'events', None)
+        if events is None:
+            return
+        layer_ref = weakref.ref(layer)
+
+        def written(event: Any = None) -> None:
+            target = layer_ref()
+            if target is not None:
+                self.data_changed(target)
+
+        for name in ('paint', 'labels_update'):
+            if hasattr(events, name):
+                getattr(events, name).connect(written)
+        state.write_callback = written
+
+    def _unwatch_writes(self, layer: Any, state: _LayerState) -> None:
+        events = getattr(layer, 'events', None)
+        if events is None or state.write_callback is None:
+            return
+        for name in ('paint', 'labels_update'):
+            if hasattr(events, name):
+                getattr(events, name).disconnect(state.write_callback)
+        state.write_callback = None
 
     # --- loading cue ----------------------------------------------------------------------
 

@@ -16,6 +16,9 @@ class LayerStats:
     #: Milliseconds from submit to applied, for the most recent applied requests.
     latencies_ms: deque = field(default_factory=lambda: deque(maxlen=200))
     counts: dict = field(default_factory=lambda: dict.fromkeys(OUTCOMES, 0))
+    #: Chunk cache hits and misses of this layer's requests (R13).
+    cache_hits: int = 0
+    cache_misses: int = 0
 
     #: Bumped by every ``add`` (``summary`` is reused while nothing changed).
     version: int = 0
@@ -26,6 +29,10 @@ class LayerStats:
         if outcome == 'applied':
             self.latencies_ms.append((time.perf_counter() - submitted) * 1000)
         self.version += 1  # last: a summary taken meanwhile is not reused
+
+    def add_cache(self, hits: int, misses: int) -> None:
+        self.cache_hits += hits
+        self.cache_misses += misses
 
     def summary(self, in_flight: int) -> dict:
         # A live readout calls this a few times a second per layer on the main thread: reuse the
@@ -42,6 +49,8 @@ class LayerStats:
             'p95_ms': _percentile(lat, 95) if lat else None,
             'in_flight': in_flight,
             **self.counts,
+            'cache_hits': self.cache_hits,
+            'cache_misses': self.cache_misses,
         }
         self._summary = (key, summary)
         return dict(summary)

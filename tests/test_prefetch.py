@@ -1,0 +1,89 @@
+"""Prefetch of neighbour planes (R14) with a real viewer reading zarr over real HTTP."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from .conftest import SHAPE, vispy_data
+from .test_cache import CHUNKS_PER_PLANE, add_remote, shown_plane, step_to, viewer_with  # noqa: F401
+
+
+def plane_requests(server, z: int) -> int:
+    return server.count(f'volume.zarr/c/{z}/')
+
+
+def test_prefetch_fetches_neighbours_in_the_scrub_direction(viewer_with, server, remote_volume, qtbot):
+    viewer = viewer_with(prefetch_radius=2)
+    slicer = viewer._layer_slicer
+    layer = add_remote(viewer, remote_volume)
+    server.configure(latency=0.03)
+    step_to(viewer, 9)
+    qtbot.waitUntil(lambda: shown_plane(viewer, layer) == 9 and layer.loaded, timeout=5000)
+    qtbot.waitUntil(lambda: not slicer._prefetches, timeout=5000)  # 10, 11, 8, 7
+    server.wait_idle()
+    server.reset_counters()
+    step_to(viewer, 2)  # moving backwards, then resting on plane 2
+    qtbot.waitUntil(lambda: shown_plane(viewer, layer) == 2 and layer.loaded, timeout=5000)
+    # Planes 1 and 0 (ahead) and 3 and 4 (behind) are fetched before the user gets there.
+    qtbot.waitUntil(
+        lambda: all(plane_requests(server, z) >= CHUNKS_PER_PLANE for z in (1, 0, 3, 4)), timeout=5000
+    )
+    log = server.log
+    first = [min(e['start'] for e in log if e['path'].startswith(f'volume.zarr/c/{z}/')) for z in (1, 0, 3, 4)]
+    assert first == sorted(first), 'the direction of motion comes first, nearest first'
+    assert shown_plane(viewer, layer) == 2  # prefetched planes are never shown
+    qtbot.waitUntil(lambda: not slicer._prefetches, timeout=5000)
+    server.wait_idle()
+    server.reset_counters()
+    step_to(viewer, 1)  # applied from the cache before the setter returns
+    assert shown_plane(viewer, layer) == 1 and layer.loaded
+    step_to(viewer, 0)
+    assert shown_plane(viewer, layer) == 0 and layer.loaded
+    server.wait_idle()
+    assert plane_requests(server, 1) == plane_requests(server, 0) == 0
+    assert slicer.cache_stats()['prefetch']['done'] >= 4
+
+
+def test_a_visible_request_cancels_prefetch_and_is_not_delayed(viewer_with, server, remote_volume, qtbot):
+    viewer = viewer_with(prefetch_radius=2)
+    slicer = viewer._layer_slicer
+    layer = add_remote(viewer, remote_volume)
+    step_to(viewer, 2)  # no motion yet: prefetches 3, 4, 1, 0
+    qtbot.waitUntil(lambda: shown_plane(viewer, layer) == 2 and layer.loaded, timeout=5000)
+    qtbot.waitUntil(lambda: slicer.prefetch_counts['done'] >= 4, timeout=5000)
+    server.configure(latency=3.0)
+    step_to(viewer, 3)  # cached: shown at once; then plane 5 is prefetched, slowly
+    assert shown_plane(viewer, layer) == 3
+    qtbot.waitUntil(lambda: server.in_flight > 0, timeout=3000)
+    server.configure(latency=0.02)
+    started = time.perf_counter()
+    step_to(viewer, 9)
+    qtbot.waitUntil(lambda: shown_plane(viewer, layer) == 9 and layer.loaded, timeout=5000)
+    assert time.perf_counter() - started < 2.0, 'the visible read waited for the prefetch'
+    qtbot.waitUntil(lambda: slicer.prefetch_counts['cancelled'] >= 1, timeout=3000)
+    source = slicer.cache.source_key(remote_volume)
+    assert (source, (5, 0, 0)) not in slicer.cache  # plane 5's prefetch was stopped mid-read
+
+
+def test_no_prefetch_for_in_memory_data(viewer_with, qtbot):
+    viewer = viewer_with(prefetch_radius=2)
+    data = np.stack([np.full((32, 32), z, np.float32) for z in range(SHAPE[0])])
+    layer = viewer.add_image(data)
+    for z in (2, 3, 4):
+        step_to(viewer, z)
+        qtbot.waitUntil(lambda z=z: layer.loaded and np.all(vispy_data(viewer, layer) == z), timeout=5000)
+    assert viewer._layer_slicer.prefetch_counts['started'] == 0
+
+
+def test_prefetch_radius_zero_turns_prefetch_off(viewer_with, server, remote_volume, qtbot):
+    viewer = viewer_with(prefetch_radius=0)
+    layer = add_remote(viewer, remote_volume)
+    server.reset_counters()
+    step_to(viewer, 2)
+    qtbot.waitUntil(lambda: shown_plane(viewer, layer) == 2 and layer.loaded, timeout=5000)
+    qtbot.wait(200)
+    server.wait_idle()
+    assert server.chunk_requests == CHUNKS_PER_PLANE
+    assert viewer._layer_slicer.prefetch_counts['started'] == 0
