@@ -32,6 +32,20 @@ def viewer(slicer_enabled, make_napari_viewer):
     return v
 
 
+@pytest.fixture
+def viewer_with(make_napari_viewer):
+    """``viewer_with(**options)``: a shown viewer whose slicer uses these options."""
+    from contextlib import ExitStack
+
+    with ExitStack() as stack:
+
+        def make(**options):
+            stack.enter_context(napari_async_slicing.enabled(**options))
+            return make_napari_viewer(show=True)
+
+        yield make
+
+
 @pytest.fixture(scope='session')
 def volume_path(tmp_path_factory) -> Path:
     return make_volume(tmp_path_factory.mktemp('data') / 'volume.zarr', shape=SHAPE, chunks=CHUNKS)

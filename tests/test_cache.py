@@ -16,20 +16,6 @@ CHUNK_BYTES = int(np.prod(CHUNKS)) * 2  # uint16
 CHUNKS_PER_PLANE = (SHAPE[1] // CHUNKS[1]) * (SHAPE[2] // CHUNKS[2])
 
 
-@pytest.fixture
-def viewer_with(make_napari_viewer):
-    """``viewer_with(**options)``: a shown viewer whose slicer uses these options."""
-    from contextlib import ExitStack
-
-    with ExitStack() as stack:
-
-        def make(**options):
-            stack.enter_context(napari_async_slicing.enabled(**options))
-            return make_napari_viewer(show=True)
-
-        yield make
-
-
 def shown_plane(viewer, layer) -> int | None:
     return which_plane(vispy_data(viewer, layer).astype(np.uint16))
 

@@ -98,3 +98,19 @@ def test_server_gone_mid_scrub_then_back(viewer, server, volume_path, remote_vol
     with ZarrHTTPServer(volume_path.parent, port=port, max_seconds=120):
         step_to(viewer, 6)
         qtbot.waitUntil(lambda: shown_plane(viewer, layer) == 6 and layer.loaded, timeout=10000)
+
+
+def test_stalled_server_is_reported_after_the_read_timeout(viewer_with, server, remote_volume, qtbot, errors, heartbeat):
+    viewer = viewer_with(read_timeout=1.0, prefetch_radius=0)
+    layer = add_remote(viewer, remote_volume)
+    server.configure(failure_rate=1.0, failure_mode='stall', stall_seconds=20)
+    t0 = time.perf_counter()
+    step_to(viewer, 7)
+    # One timeout, not four retries of it, and far from the 20 s stall.
+    qtbot.waitUntil(lambda: layer.loaded and bool(errors), timeout=8000)
+    assert time.perf_counter() - t0 < 6
+    assert "layer 'remote'" in str(errors[0]) and 'Timeout' in str(errors[0])
+    assert max_gap_ms(heartbeat, t0) < RESPONSIVE_MS
+    server.configure(failure_rate=0.0)
+    step_to(viewer, 8)
+    qtbot.waitUntil(lambda: shown_plane(viewer, layer) == 8 and layer.loaded, timeout=5000)

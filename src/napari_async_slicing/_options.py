@@ -25,6 +25,9 @@ class SlicingOptions:
     log: str | None = None
     #: Seconds a screenshot waits for pending slices.
     screenshot_timeout: float = 30.0
+    #: Seconds a chunk read may take (a stalled server) and the window in which transient
+    #: failures are retried before the user is told (0 disables the timeout).
+    read_timeout: float = 15.0
     #: A ``distributed.Client``: dask-backed layers compute their chunks on its cluster (R21).
     #: Keyword only (no environment variable); ``enable(dask_client='default')`` uses the
     #: current default client.
@@ -37,6 +40,8 @@ class SlicingOptions:
             raise ValueError('workers and heavy_slots must be at least 1')
         if self.prefetch_radius < 0:
             raise ValueError('prefetch_radius must be >= 0')
+        if self.read_timeout < 0:
+            raise ValueError('read_timeout must be >= 0')
         if isinstance(self.dask_client, str):
             if self.dask_client != 'default':
                 raise ValueError("dask_client must be a distributed.Client or 'default'")
@@ -55,7 +60,7 @@ class SlicingOptions:
                 continue
             if f.name == 'log':
                 values[f.name] = raw
-            elif f.name == 'screenshot_timeout':
+            elif f.name in ('screenshot_timeout', 'read_timeout'):
                 values[f.name] = float(raw)
             else:
                 values[f.name] = int(raw)

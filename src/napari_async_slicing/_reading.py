@@ -26,6 +26,7 @@ import concurrent.futures
 import itertools
 import random
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -125,24 +126,48 @@ def bound_reading(
     counters: ReadCounters | None = None,
     cache_only: bool = False,
     dask_client: Any = None,
+    read_timeout: float | None = None,
 ) -> Iterator[None]:
-    """Bind the chunk cache (and where reads count, whether they may do I/O) to this thread."""
+    """Bind the chunk cache (and where reads count, whether they may do I/O) to this thread.
+
+    ``read_timeout`` (seconds) bounds each zarr chunk read and the window in which transient
+    failures are retried.
+    """
     previous = (
         getattr(_local, 'cache', None),
         getattr(_local, 'counters', None),
         getattr(_local, 'cache_only', False),
         getattr(_local, 'dask_client', None),
+        getattr(_local, 'read_timeout', None),
     )
-    _local.cache, _local.counters, _local.cache_only, _local.dask_client = (
-        cache,
-        counters,
-        cache_only,
-        dask_client,
-    )
+    (
+        _local.cache,
+        _local.counters,
+        _local.cache_only,
+        _local.dask_client,
+        _local.read_timeout,
+    ) = (cache, counters, cache_only, dask_client, read_timeout or None)
     try:
         yield
     finally:
-        _local.cache, _local.counters, _local.cache_only, _local.dask_client = previous
+        (
+            _local.cache,
+            _local.counters,
+            _local.cache_only,
+            _local.dask_client,
+            _local.read_timeout,
+        ) = previous
+
+
+def _read_timeout() -> float | None:
+    return getattr(_local, 'read_timeout', None)
+
+
+async def _timed(awaitable: Any, timeout: float | None) -> Any:
+    """Await a chunk read; a stalled one raises ``TimeoutError`` (transient: retried)."""
+    if timeout is None:
+        return await awaitable
+    return await asyncio.wait_for(awaitable, timeout)
 
 
 def _bound_cache() -> Any:
@@ -184,7 +209,13 @@ def is_transient(exc: BaseException) -> bool:
 
 
 def with_retry(read: Callable[[], Any], token: CancelToken) -> Any:
-    """Call ``read``; retry transient failures with bounded, cancellable backoff."""
+    """Call ``read``; retry transient failures with bounded, cancellable backoff.
+
+    At most ``RETRY_ATTEMPTS`` attempts, and none started after the bound read timeout has passed
+    since the first (a stalled server is reported after one timeout, not four).
+    """
+    window = _read_timeout()
+    start = time.monotonic()
     for attempt in range(RETRY_ATTEMPTS):
         token.raise_if_cancelled()
         try:
@@ -192,7 +223,8 @@ def with_retry(read: Callable[[], Any], token: CancelToken) -> Any:
         except SliceCancelled:
             raise
         except Exception as exc:  # noqa: BLE001 - classified below
-            if attempt == RETRY_ATTEMPTS - 1 or not is_transient(exc):
+            out_of_time = window is not None and time.monotonic() - start >= window
+            if attempt == RETRY_ATTEMPTS - 1 or out_of_time or not is_transient(exc):
                 raise
             delay = min(RETRY_MAX_DELAY, RETRY_BASE_DELAY * 2**attempt)
             token.sleep(delay * (0.5 + random.random()))
@@ -223,7 +255,7 @@ def _read_zarr(array: Any, selection: tuple, token: CancelToken) -> np.ndarray:
 
     def read() -> np.ndarray:
         future = asyncio.run_coroutine_threadsafe(
-            array.async_array.getitem(selection), zarr_event_loop()
+            _timed(array.async_array.getitem(selection), _read_timeout()), zarr_event_loop()
         )
         with token.on_cancel(future.cancel):
             try:
@@ -366,13 +398,14 @@ def _read_zarr_cached(array: Any, plan: ChunkPlan, token: CancelToken, cache: An
     source = cache.source_key(array)
     chunks, missing = _cached_chunks(cache, source, plan)
     limit = int(zarr.config.get('async.concurrency') or 10)
+    timeout = _read_timeout()
 
     async def fetch(todo: list[tuple[int, ...]]) -> None:
         gate = asyncio.Semaphore(limit)
 
         async def one(chunk: tuple[int, ...]) -> None:
             async with gate:
-                data = np.asarray(await array.async_array.getitem(plan.region(chunk)))
+                data = np.asarray(await _timed(array.async_array.getitem(plan.region(chunk)), timeout))
             chunks[chunk] = data
             cache.put((source, chunk), data)  # kept even if the rest is cancelled
 

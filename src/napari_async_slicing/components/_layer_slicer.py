@@ -556,7 +556,10 @@ class AsyncLayerSlicer:
             if task.token.cancelled:
                 raise SliceCancelled
             with bound_token(task.token), bound_reading(
-                self.cache, counters=task.counters, dask_client=self.options.dask_client
+                self.cache,
+                counters=task.counters,
+                dask_client=self.options.dask_client,
+                read_timeout=self.options.read_timeout,
             ):
                 response = task.request()
             task.token.raise_if_cancelled()
@@ -774,7 +777,9 @@ class AsyncLayerSlicer:
             if token.cancelled:
                 raise SliceCancelled
             self.prefetch_counts['started'] += 1
-            with bound_token(token), bound_reading(self.cache, dask_client=self.options.dask_client):
+            with bound_token(token), bound_reading(
+                self.cache, dask_client=self.options.dask_client, read_timeout=self.options.read_timeout
+            ):
                 request()
             self.prefetch_counts['done'] += 1
         except SliceCancelled:
