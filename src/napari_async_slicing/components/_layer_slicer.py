@@ -459,16 +459,19 @@ class AsyncLayerSlicer:
 
     def _run_inline(self, state: _LayerState, task: _Task) -> _Task:
         """Slice on the main thread now; anything older for the layer becomes stale."""
-        layer = task.layer_ref()
-        with self._lock:
-            state.latest_id = task.request_id
-            self._supersede_all(state)
-        compat.set_newest_slice_id(layer, task.request_id)  # no loading flicker
-        task.future.set_running_or_notify_cancel()
+        self._run_now(state, task)
         self._compute(task)
         self._finish(task)
         self._apply(task)
         return task
+
+    def _run_now(self, state: _LayerState, task: _Task) -> None:
+        """``task`` runs on the main thread now: it is the layer's newest, older ones are stale."""
+        with self._lock:
+            state.latest_id = task.request_id
+            self._supersede_all(state)
+        compat.set_newest_slice_id(task.layer_ref(), task.request_id)  # no loading flicker
+        task.future.set_running_or_notify_cancel()
 
     def _may_run_from_cache(self, state: _LayerState, task: _Task) -> bool:
         return (
@@ -497,12 +500,7 @@ class AsyncLayerSlicer:
         task.started, task.data_ready, task.response = started, time.perf_counter(), response
         took = task.data_ready - started
         state.cached_s = took if state.cached_s is None else 0.7 * state.cached_s + 0.3 * took
-        layer = task.layer_ref()
-        with self._lock:
-            state.latest_id = task.request_id
-            self._supersede_all(state)
-        compat.set_newest_slice_id(layer, task.request_id)  # no loading flicker
-        task.future.set_running_or_notify_cancel()
+        self._run_now(state, task)
         state.from_cache = task
         self._finish(task)
         self._apply(task)
