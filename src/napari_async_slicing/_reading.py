@@ -390,6 +390,11 @@ def _zarr_plan(array: Any, selection: tuple) -> ChunkPlan | None:
         return None  # irregular chunk grids, negative steps, fancy indexing: read directly
 
 
+#: Chunk requests one read keeps in flight. Remote reads are latency-bound: zarr's default of 10
+#: turns the 16 chunks of a 1024² plane at 256² chunks into two round trips.
+FETCH_CONCURRENCY = 32
+
+
 def _read_zarr_cached(array: Any, plan: ChunkPlan, token: CancelToken, cache: Any) -> np.ndarray:
     import zarr
 
@@ -397,7 +402,7 @@ def _read_zarr_cached(array: Any, plan: ChunkPlan, token: CancelToken, cache: An
 
     source = cache.source_key(array)
     chunks, missing = _cached_chunks(cache, source, plan)
-    limit = int(zarr.config.get('async.concurrency') or 10)
+    limit = max(FETCH_CONCURRENCY, int(zarr.config.get('async.concurrency') or 10))
     timeout = _read_timeout()
 
     async def fetch(todo: list[tuple[int, ...]]) -> None:
