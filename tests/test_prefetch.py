@@ -7,7 +7,7 @@ import time
 import numpy as np
 
 from .conftest import SHAPE, vispy_data
-from .test_cache import CHUNKS_PER_PLANE, add_remote, shown_plane, step_to, viewer_with  # noqa: F401
+from .test_cache import CHUNKS_PER_PLANE, add_remote, shown_plane, step_to
 
 
 def plane_requests(server, z: int) -> int:
