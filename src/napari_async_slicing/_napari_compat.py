@@ -612,13 +612,9 @@ _constructing = _Constructing()
 
 
 def _in_memory_data(layer: Any) -> bool:
-    """True if the layer's data (every level, if multiscale) is in memory (numpy)."""
-    import numpy as np
-
-    data = getattr(layer, 'data', None)
-    if getattr(layer, 'multiscale', False):
-        return all(isinstance(level, np.ndarray) for level in data)
-    return data is None or isinstance(data, np.ndarray | list | tuple)
+    """True if the layer's data (every level, if multiscale) is in memory (numpy; Shapes' lists,
+    Surface's tuples)."""
+    return all(isinstance(data, np.ndarray | list | tuple) for data in data_arrays(layer))
 
 
 # --- which slicer a viewer uses (new viewers: ``install``; running viewers: ``swap_slicer``) --
