@@ -194,6 +194,76 @@ def scalar_field_view(raw: Any, view: Any) -> Any:
     return _ScalarFieldView(raw=raw, view=view)
 
 
+# --- progressive multiscale (napari's multiscale request, read in two parts) -------------------
+
+
+def has_coarser_thumbnail(request: Any) -> bool:
+    """A 2D multiscale request whose thumbnail level is coarser than its data level.
+
+    napari reads the data level and then the thumbnail level (the coarsest) for every step; the
+    coarse plane can be read at the same time and shown first.
+    """
+    return (
+        bool(getattr(request, 'multiscale', False))
+        and request.slice_input.ndisplay == 2
+        and request.thumbnail_level != request.data_level
+        and not request._slice_out_of_bounds()
+    )
+
+
+def thumbnail_plane(request: Any) -> Any:
+    """What napari's multiscale request reads at the thumbnail level (projected, not transposed)."""
+    data_slice = request._thick_slice_at_level(request.thumbnail_level)
+    return request._project_thick_slice(request.data_at_thumbnail_level, data_slice)
+
+
+def coarse_response(request: Any, plane: Any) -> Any:
+    """napari's response for ``request`` showing the thumbnail-level ``plane`` over the whole field.
+
+    The same plane napari uses as the thumbnail, placed as a tile of the thumbnail level (its
+    ``tile2data`` scales by that level's downsampling, no crop).
+    """
+    import numpy as np
+    from napari.layers._scalar_field._slice import _ScalarFieldSliceResponse, _ScalarFieldView
+    from napari.utils.transforms import Affine
+
+    ndim = request.slice_input.ndim
+    scale = np.ones(ndim)
+    for d in request.slice_input.displayed:
+        scale[d] = request.downsample_factors[request.thumbnail_level][d]
+    view = _ScalarFieldView.from_view(np.transpose(plane, request._get_order()))
+    return _ScalarFieldSliceResponse(
+        image=view,
+        thumbnail=view,
+        tile_to_data=Affine(name='tile2data', scale=scale, translate=np.zeros(ndim), ndim=ndim),
+        slice_input=request.slice_input,
+        request_id=request.id,
+    )
+
+
+def tile_to_data_scale(layer: Layer) -> Any:
+    """The scale of the layer's ``tile2data`` transform (the shown level's downsampling)."""
+    return layer._transforms['tile2data'].scale
+
+
+def reusing_thumbnail_plane(request_class: type) -> type:
+    """A subclass of napari's request class that takes its thumbnail-level plane from a future.
+
+    Its ``thumbnail_future`` field (when set) holds :func:`thumbnail_plane` of the request, read
+    beside the data level; napari's own code then assembles the response around it.
+    """
+
+    class ReusingThumbnailPlane(request_class):
+        def _project_thick_slice(self, data: Any, data_slice: Any) -> Any:
+            future = getattr(self, 'thumbnail_future', None)
+            if future is not None and data is self.data_at_thumbnail_level:
+                return future.result()
+            return super()._project_thick_slice(data, data_slice)
+
+    ReusingThumbnailPlane.__qualname__ = ReusingThumbnailPlane.__name__ = request_class.__name__
+    return ReusingThumbnailPlane
+
+
 def set_slice_without_conversion(layer: Layer, response: Any) -> None:
     """napari's generic ``ScalarFieldSlicingState._update_slice_response`` (no Image auto-contrast).
 

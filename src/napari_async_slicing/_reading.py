@@ -159,6 +159,76 @@ def bound_reading(
         ) = previous
 
 
+class Progress:
+    """How a running request shows a partial result before its final one (progressive multiscale).
+
+    Bound to the worker thread by the slicer (:func:`bound_progress`) only where a partial
+    result can be shown (a worker with a Qt main thread to apply it); absent on the inline and
+    prefetch paths, where requests run as napari's.
+    """
+
+    def __init__(
+        self, publish: Callable[[Any], None], executor: concurrent.futures.Executor
+    ) -> None:
+        self._publish = publish
+        self._executor = executor
+
+    def publish(self, response: Any) -> None:
+        """Hand a partial response to the main thread (shown only if still the newest)."""
+        self._publish(response)
+
+    def beside(self, fn: Callable[[], Any], *, first: bool = False) -> concurrent.futures.Future:
+        """Run ``fn`` on another thread with this thread's token and reading bindings.
+
+        Its reads are cancelled with the request's: they share the token. With ``first``, return
+        once ``fn``'s first read is in flight (or ``fn`` ended; at most ``FIRST_WAIT_S``): its
+        requests go out, and are answered, before the caller's.
+        """
+        names = ('token', 'cache', 'counters', 'cache_only', 'dask_client', 'read_timeout')
+        snapshot = {name: getattr(_local, name, None) for name in names}
+        issued = threading.Event()
+
+        def run() -> Any:
+            previous = {name: getattr(_local, name, None) for name in (*names, 'on_issue')}
+            _local.__dict__.update(snapshot, on_issue=issued.set)
+            try:
+                return fn()
+            finally:
+                issued.set()
+                _local.__dict__.update(previous)
+
+        future = self._executor.submit(run)
+        if first:
+            issued.wait(FIRST_WAIT_S)
+        return future
+
+
+#: How long ``Progress.beside(first=True)`` waits for the other thread's first read to go out.
+FIRST_WAIT_S = 0.05
+
+
+def _issued() -> None:
+    """A read's I/O is in flight (or needs none): tell whoever waits for it (``beside``)."""
+    callback = getattr(_local, 'on_issue', None)
+    if callback is not None:
+        callback()
+
+
+def current_progress() -> Progress | None:
+    """The :class:`Progress` bound to this thread, if partial results can be shown."""
+    return getattr(_local, 'progress', None)
+
+
+@contextmanager
+def bound_progress(progress: Progress | None) -> Iterator[None]:
+    previous = getattr(_local, 'progress', None)
+    _local.progress = progress
+    try:
+        yield
+    finally:
+        _local.progress = previous
+
+
 def _read_timeout() -> float | None:
     return getattr(_local, 'read_timeout', None)
 
@@ -423,6 +493,7 @@ def _read_zarr_cached(array: Any, plan: ChunkPlan, token: CancelToken, cache: An
         if not todo:
             return
         future = asyncio.run_coroutine_threadsafe(fetch(todo), zarr_event_loop())
+        _issued()
         with token.on_cancel(future.cancel):
             try:
                 future.result()
@@ -433,6 +504,8 @@ def _read_zarr_cached(array: Any, plan: ChunkPlan, token: CancelToken, cache: An
 
     if missing:
         with_retry(read_missing, token)
+    else:
+        _issued()
     token.raise_if_cancelled()
     return plan.assemble(chunks, array.dtype)
 
@@ -522,7 +595,9 @@ def read(array: Any, selection: tuple, token: CancelToken | None = None) -> np.n
     if _is_zarr_array(array):
         plan = _zarr_plan(array, selection) if cache is not None else None
         if plan is not None:
-            return _read_zarr_cached(array, plan, token, cache)
+            return _read_zarr_cached(array, plan, token, cache)  # tells when its I/O is out
+    _issued()  # no finer signal elsewhere: the read starts now
+    if _is_zarr_array(array):
         if getattr(_local, 'cache_only', False):
             raise NeedsIO
         return _read_zarr(array, selection, token)

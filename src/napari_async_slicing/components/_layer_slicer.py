@@ -38,8 +38,10 @@ from napari_async_slicing._cache import ChunkCache
 from napari_async_slicing._reading import (
     CancelToken,
     NeedsIO,
+    Progress,
     ReadCounters,
     SliceCancelled,
+    bound_progress,
     bound_reading,
     bound_token,
 )
@@ -80,6 +82,8 @@ class _Task:
     heavy: bool
     step: tuple
     force: bool = False
+    #: Which plane the request shows: the step, dims order and ndisplay.
+    plane: tuple = ()
     future: Future = field(default_factory=Future)
     token: CancelToken = field(default_factory=CancelToken)
     submitted: float = field(default_factory=time.perf_counter)
@@ -92,13 +96,26 @@ class _Task:
 
 
 @dataclass(eq=False)
+class _Preview:
+    """A partial response of a running task (progressive multiscale), for the main thread."""
+
+    task: _Task
+    response: Any
+
+
+@dataclass(eq=False)
 class _LayerState:
     #: The newest request's task (queued or running).
     current: _Task | None = None
     #: An older task allowed to finish because it was nearly done when superseded.
     finishing: _Task | None = None
     latest_id: int = -1
+    #: The request whose response the layer shows, and whether that is a preview (a partial
+    #: response: its final may still replace it; nothing older may).
     shown_id: int = -1
+    shown_preview: bool = False
+    #: The plane (see ``_Task.plane``) the layer shows.
+    shown_plane: tuple = ()
     #: Bumped by synchronous slicing so responses from before it are never applied.
     epoch: int = 0
     loaded_callback: Callable[[], None] | None = None
@@ -162,6 +179,11 @@ class AsyncLayerSlicer:
         self._heavy = ThreadPoolExecutor(
             self.options.heavy_slots, thread_name_prefix='napari-async-slicing-heavy'
         )
+        #: Reads a running request does beside its own (progressive multiscale: the coarse level).
+        self._beside = ThreadPoolExecutor(
+            self.options.workers + self.options.heavy_slots,
+            thread_name_prefix='napari-async-slicing-beside',
+        )
         #: Prefetch (R14) runs on its own single thread, below every visible request.
         self._prefetch_pool = ThreadPoolExecutor(1, thread_name_prefix='napari-async-slicing-prefetch')
         #: Prefetch tokens not yet finished (cancelled by any visible request).
@@ -175,7 +197,7 @@ class AsyncLayerSlicer:
         self._layers_to_task: dict[tuple[weakref.ReferenceType, ...], Future] = {}
         #: Tasks submitted and not yet handed to the main thread (``wait_until_idle`` waits on them).
         self._in_flight: set[_Task] = set()
-        self._done: deque[_Task] = deque()
+        self._done: deque[_Task | _Preview] = deque()
         self._drain_scheduled = False
         self._call_on_main: Callable[[Callable[[], None]], None] | None = None
         self._main_thread = threading.main_thread()
@@ -302,6 +324,7 @@ class AsyncLayerSlicer:
         self._cancel_prefetch()
         self._interactive.shutdown(wait=True, cancel_futures=True)
         self._heavy.shutdown(wait=True, cancel_futures=True)
+        self._beside.shutdown(wait=True, cancel_futures=True)
         self._prefetch_pool.shutdown(wait=True, cancel_futures=True)
         self.cache.clear()
         with self._lock:
@@ -389,6 +412,7 @@ class AsyncLayerSlicer:
             heavy=_slice.is_heavy(request),
             step=step,
             force=force,
+            plane=(step, tuple(getattr(dims, 'order', ())), getattr(dims, 'ndisplay', 2)),
         )
 
     def _schedule(self, task: _Task) -> _Task:
@@ -558,7 +582,7 @@ class AsyncLayerSlicer:
                 counters=task.counters,
                 dask_client=self.options.dask_client,
                 read_timeout=self.options.read_timeout,
-            ):
+            ), bound_progress(self._progress(task)):
                 response = task.request()
             task.token.raise_if_cancelled()
         except SliceCancelled as exc:
@@ -574,6 +598,12 @@ class AsyncLayerSlicer:
             if state is not None:
                 took = task.data_ready - task.started
                 state.compute_s = took if state.compute_s is None else 0.7 * state.compute_s + 0.3 * took
+
+    def _progress(self, task: _Task) -> Progress | None:
+        """Partial results of a worker's task go to the main thread (none inline or bare)."""
+        if self._call_on_main is None or threading.current_thread() is self._main_thread:
+            return None
+        return Progress(lambda response: self._enqueue(_Preview(task, response)), self._beside)
 
     def _finish(self, task: _Task) -> None:
         """Emit ``ready`` (napari's event) and complete the task's future."""
@@ -647,7 +677,7 @@ class AsyncLayerSlicer:
 
     # --- applying on the main thread ----------------------------------------------------------
 
-    def _enqueue(self, task: _Task) -> None:
+    def _enqueue(self, task: _Task | _Preview) -> None:
         with self._lock:
             self._done.append(task)
             if self._call_on_main is None:
@@ -669,10 +699,13 @@ class AsyncLayerSlicer:
             self._drain_scheduled = False
         while True:
             try:
-                task = self._done.popleft()
+                item = self._done.popleft()
             except IndexError:
                 break
-            self._apply(task)
+            if isinstance(item, _Preview):
+                self._apply_preview(item)
+            else:
+                self._apply(item)
         self._maybe_prefetch()
 
     def _apply(self, task: _Task) -> None:
@@ -689,9 +722,14 @@ class AsyncLayerSlicer:
             compat.mark_loaded(layer, task.request_id)
             if task.request_id == state.latest_id and task.epoch == state.epoch:
                 self._report_failure(layer, task)
-        elif task.epoch == state.epoch and task.request_id > state.shown_id:
+        elif task.epoch == state.epoch and (
+            task.request_id > state.shown_id
+            or (task.request_id == state.shown_id and state.shown_preview)
+        ):
             outcome = 'applied'
-            state.shown_id = task.request_id
+            state.shown_id, state.shown_preview, state.shown_plane = (
+                task.request_id, False, task.plane
+            )
             state.wants_prefetch = not task.heavy and not _slice.in_memory(task.request)
             _slice.apply(layer, task.response)
             compat.mark_loaded(layer, task.request_id)
@@ -699,6 +737,28 @@ class AsyncLayerSlicer:
             outcome = 'stale'
             compat.mark_loaded(layer, task.request_id)
         self._record(task, layer, outcome)
+
+    def _apply_preview(self, preview: _Preview) -> None:
+        """Show a partial response if its task is still the layer's newest and not yet shown."""
+        task = preview.task
+        layer = task.layer_ref()
+        if layer is None or self._shut_down or task.token.cancelled:
+            return
+        state = self._states.get(layer)
+        if (
+            state is None
+            or task.epoch != state.epoch
+            or task.request_id != state.latest_id
+            or task.request_id <= state.shown_id
+            or task.plane == state.shown_plane
+        ):
+            # Superseded, its final is already shown, or the layer already shows this plane
+            # (at a level at least as fine: another data level was asked for, e.g. by a zoom).
+            return
+        _slice.apply(layer, preview.response)
+        state.shown_id, state.shown_preview, state.shown_plane = task.request_id, True, task.plane
+        if state.stats is not None:
+            state.stats.add('preview', task.submitted)
 
     def _report_failure(self, layer: Any, task: _Task) -> None:
         error = task.error

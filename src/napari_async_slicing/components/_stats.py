@@ -7,7 +7,7 @@ from collections import deque
 from dataclasses import dataclass, field
 
 #: Outcomes a request can end with (see ``_latency_log``).
-OUTCOMES = ('applied', 'stale', 'cancelled', 'dropped', 'failed')
+OUTCOMES = ('applied', 'stale', 'cancelled', 'dropped', 'failed', 'preview')
 
 
 @dataclass

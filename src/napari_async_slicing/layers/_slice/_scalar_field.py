@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+from concurrent.futures import Future
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
@@ -38,7 +39,13 @@ from napari.layers.utils.layer_utils import calc_data_range
 from scipy import ndimage as ndi
 
 from napari_async_slicing import _napari_compat as compat
-from napari_async_slicing._reading import LazySource, current_token
+from napari_async_slicing._reading import (
+    LazySource,
+    Progress,
+    SliceCancelled,
+    current_progress,
+    current_token,
+)
 
 _DATA_FIELDS = ('data_at_data_level', 'data_at_thumbnail_level')
 
@@ -112,6 +119,8 @@ class DisplaySettings:
     #: Image: contrast limits follow the slice (auto-contrast, or a first slice still to come).
     needs_ranges: bool = False
     auto_contrast: bool = False
+    #: Image: the layer's limits are still to be set from its first slice.
+    first_slice: bool = False
     contour: int = 0
     #: Labels: the colormap object (compared through ``key``, which holds what the cast reads).
     colormap: Any = field(default=None, compare=False, repr=False)
@@ -186,6 +195,7 @@ def display_settings(layer: Any) -> DisplaySettings | None:
         coercion=coercion,
         needs_ranges=needs_ranges,
         auto_contrast=auto,
+        first_slice=should_calc,
         **common,
     )
 
@@ -210,6 +220,8 @@ def _shown_slice_class() -> type:
         slice_range: tuple | None = None
         #: napari's raw response (applied the napari way if the settings changed meanwhile).
         source: Any = field(default=None, repr=False, compare=False)
+        #: A coarse first look (progressive multiscale): the layer stays loading; the final follows.
+        preview: bool = False
 
         def to_displayed(self, converter: Any) -> Any:
             return self  # already converted, on the worker
@@ -225,15 +237,67 @@ def shown_slice_class() -> type:
 @functools.cache
 def _shown_request_class(base: type) -> type:
     @dataclass(frozen=True)
-    class ShownRequest(base):
+    class ShownRequest(compat.reusing_thumbnail_plane(base)):
         display: DisplaySettings | None = None
+        #: Set while the request runs progressively: its thumbnail-level plane, read beside.
+        thumbnail_future: Any = field(default=None, compare=False, repr=False)
 
         def __call__(self) -> Any:
-            response = base.__call__(self)
-            return shown_slice(response, self.display)
+            progress = current_progress()
+            if (
+                progress is not None
+                and self.display is not None
+                and self.thumbnail_future is None
+                and compat.has_coarser_thumbnail(self)
+            ):
+                return _progressive(self, base, progress)
+            return shown_slice(base.__call__(self), self.display)
 
     ShownRequest.__qualname__ = ShownRequest.__name__ = f'Shown{base.__name__}'
     return ShownRequest
+
+
+def _progressive(request: Any, base: type, progress: Progress) -> Any:
+    """Worker: read the coarse (thumbnail-level) plane beside the data level and show it first.
+
+    napari reads the data level, then the thumbnail level (its coarsest). Here the thumbnail
+    level is read on another thread at the same time; as soon as it arrives it is published as
+    a preview (the whole plane at the coarse level), and napari's own request code builds the
+    final response around the same plane (it is read once). The slicer shows the preview only if
+    the request is still the layer's newest and its final has not been shown yet.
+    """
+    plane: Future = Future()
+    plane.set_running_or_notify_cancel()
+
+    def read_coarse() -> None:
+        try:
+            with request.dask_indexer():
+                data = compat.thumbnail_plane(request)
+        except BaseException as exc:  # noqa: BLE001 - the final read raises it
+            plane.set_exception(exc)
+            return
+        plane.set_result(data)
+        if current_token().cancelled:
+            return
+        settings = dataclasses.replace(
+            request.display, auto_contrast=False, needs_ranges=request.display.first_slice
+        )
+        progress.publish(
+            shown_slice(compat.coarse_response(request, data), settings, preview=True)
+        )
+
+    try:
+        helper = progress.beside(read_coarse, first=True)
+    except RuntimeError:  # shutting down: the plain way
+        return shown_slice(base.__call__(request), request.display)
+
+    def never_ran(done: Future) -> None:
+        if done.cancelled() and not plane.done():
+            plane.set_exception(SliceCancelled())
+
+    helper.add_done_callback(never_ran)
+    response = base.__call__(dataclasses.replace(request, thumbnail_future=plane))
+    return shown_slice(response, request.display)
 
 
 def _displayed_view(raw: np.ndarray, settings: DisplaySettings) -> np.ndarray:
@@ -282,7 +346,7 @@ def _small_thumbnail(thumbnail: np.ndarray, ndisplay: int, settings: DisplaySett
     return small[np.newaxis] if projected else small
 
 
-def shown_slice(response: Any, settings: DisplaySettings) -> Any:
+def shown_slice(response: Any, settings: DisplaySettings, *, preview: bool = False) -> Any:
     """Worker: compute display data, thumbnail and contrast ranges for napari's ``response``."""
     token = current_token()
     raw = response.image.raw
@@ -311,6 +375,7 @@ def shown_slice(response: Any, settings: DisplaySettings) -> Any:
         first_range=first_range,
         slice_range=slice_range,
         source=response,
+        preview=preview,
     )
     return _shown_slice_class()(**values)
 
@@ -324,6 +389,9 @@ def handles_response(response: Any) -> bool:
 
 def apply(layer: Any, response: Any) -> None:
     """Main thread: what napari's ``_on_slice_ready`` does, with the O(N) parts precomputed."""
+    if response.preview:
+        _apply_preview(layer, response)
+        return
     # napari marks the layer loaded before anything else (Labels' thumbnail waits for it).
     compat.mark_loaded(layer, response.request_id)
     if display_key(layer) != response.display_key:
@@ -340,6 +408,23 @@ def apply(layer: Any, response: Any) -> None:
     compat.refresh_after_apply(layer)
 
 
+def _apply_preview(layer: Any, response: Any) -> None:
+    """A coarse first look: shown as computed, the layer stays loading until the final comes.
+
+    Contrast limits are set only if the layer has none yet (from the coarse plane; the final
+    sets them again from the full-resolution slice). A preview whose settings changed since
+    submit is not shown: the final is on its way.
+    """
+    if display_key(layer) != response.display_key:
+        return
+    image = compat.scalar_field_view(response.image.raw, response.texture)
+    shown = dataclasses.replace(response, image=image, texture=None, source=None)
+    compat.set_slice_without_conversion(layer, shown)
+    if response.slice_range is not None and compat.should_calc_clims(layer):
+        _set_limits_from_slice(layer, response.slice_range)
+    compat.refresh_after_apply(layer)
+
+
 def _apply_contrast(layer: Any, response: Any) -> None:
     """napari's ``_ImageSlicingState._update_slice_response`` with the ranges precomputed."""
     if layer.auto_contrast and response.first_range != response.slice_range:
@@ -347,11 +432,16 @@ def _apply_contrast(layer: Any, response: Any) -> None:
         # the first only matters when it differs (it may widen ``contrast_limits_range``).
         layer.contrast_limits = response.first_range
     if compat.should_calc_clims(layer):
-        if np.issubdtype(np.dtype(layer.dtype), np.integer):
-            layer.reset_contrast_limits_range()  # the dtype's limits: no data read
-        else:
-            layer.contrast_limits_range = response.slice_range
-        layer.contrast_limits = response.slice_range  # reset_contrast_limits() from the slice
+        _set_limits_from_slice(layer, response.slice_range)
         compat.clear_should_calc_clims(layer)
     elif layer.auto_contrast:
         layer.contrast_limits = response.slice_range
+
+
+def _set_limits_from_slice(layer: Any, slice_range: tuple) -> None:
+    """napari's first-slice limits: ``reset_contrast_limits()`` from the slice's range."""
+    if np.issubdtype(np.dtype(layer.dtype), np.integer):
+        layer.reset_contrast_limits_range()  # the dtype's limits: no data read
+    else:
+        layer.contrast_limits_range = slice_range
+    layer.contrast_limits = slice_range

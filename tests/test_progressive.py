@@ -1,0 +1,144 @@
+"""Progressive multiscale (issue 7): a multiscale layer shows the coarse level of a new plane
+first, then the level napari picks, and never an older plane (or an older plane's refinement)
+after a newer one. Real viewer, OME-Zarr over the HTTP test server.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+from napari_async_slicing import _napari_compat as compat
+from napari_async_slicing._io import open_image
+from napari_async_slicing.testing import ZarrHTTPServer, make_ome_zarr, which_plane
+
+NZ = 12
+LEVELS = 3
+#: Seconds per request; paced bodies make the 16 level-0 chunks arrive well after the one
+#: coarse chunk (128 KiB vs 32 KiB at 1 MiB/s).
+LATENCY = 0.3
+BANDWIDTH = 1024 * 1024
+
+
+@pytest.fixture(scope='module')
+def ome_path(tmp_path_factory):
+    return make_ome_zarr(
+        tmp_path_factory.mktemp('progressive') / 'image.zarr',
+        shape=(NZ, 1024, 1024),
+        chunks=(1, 256, 256),
+        levels=LEVELS,
+        labels=False,
+    )
+
+
+@pytest.fixture
+def ome_server(ome_path):
+    with ZarrHTTPServer(ome_path.parent, max_seconds=300) as srv:
+        yield srv
+
+
+def shown_level(layer) -> int:
+    """The level the layer's slice is at, from its tile-to-data scale (levels halve Y and X)."""
+    return int(round(np.log2(compat.tile_to_data_scale(layer)[-1])))
+
+
+class Shown:
+    """Every slice handed to the layer's vispy node: (plane, level, layer loaded)."""
+
+    def __init__(self, layer) -> None:
+        self.layer = layer
+        self.records: list[tuple[int | None, int, bool]] = []
+        layer.events.set_data.connect(self.record)
+
+    def record(self, event=None) -> None:
+        level = shown_level(self.layer)
+        raw = np.asarray(self.layer._slice.image.raw)
+        self.records.append((which_plane(raw, level=level), level, bool(self.layer.loaded)))
+
+    def since(self, n: int) -> list[tuple[int | None, int, bool]]:
+        return self.records[n:]
+
+
+def add_remote(viewer, server, ome_path, qtbot):
+    levels, kwargs = open_image(server.url_for(ome_path.name), store='fsspec')
+    layer = viewer.add_image(levels, **{**kwargs, 'name': 'ome'})
+    qtbot.waitUntil(lambda: layer.loaded and layer._slice.image.raw.size > 1, timeout=20000)
+    viewer.reset_view()
+    # A step after the view changed lets napari settle the data level for the canvas.
+    viewer.dims.set_current_step(0, NZ - 1)
+    qtbot.waitUntil(lambda: layer.loaded and viewer.dims.current_step[0] == NZ - 1, timeout=20000)
+    return layer
+
+
+def test_coarse_level_first_then_the_level_napari_picks(viewer, ome_server, ome_path, qtbot):
+    layer = add_remote(viewer, ome_server, ome_path, qtbot)
+    shown = Shown(layer)
+    ome_server.configure(latency=LATENCY, bandwidth=BANDWIDTH)
+    target = 2
+    viewer.dims.set_current_step(0, target)
+    qtbot.waitUntil(lambda: layer.loaded, timeout=20000)
+    data_level = int(layer.data_level)
+    assert data_level < LEVELS - 1  # the canvas needs a finer level than the coarsest
+    records = shown.records
+    # The new plane at the coarse level, while the layer is still loading ...
+    assert records[0] == (target, LEVELS - 1, False), records
+    # ... then at the level napari picks; only this plane, refining, never coarser again.
+    assert records[-1] == (target, data_level, True), records
+    assert all(plane == target for plane, _, _ in records), records
+    levels = [level for _, level, _ in records]
+    assert levels == sorted(levels, reverse=True), records
+    stats = viewer._layer_slicer.stats()[0]
+    assert stats['preview'] >= 1 and stats['failed'] == 0
+
+
+def test_a_scrub_never_shows_an_older_plane_or_a_coarser_refinement(
+    viewer, ome_server, ome_path, qtbot
+):
+    layer = add_remote(viewer, ome_server, ome_path, qtbot)
+    shown = Shown(layer)
+    ome_server.configure(latency=LATENCY / 3, jitter=LATENCY / 3, bandwidth=BANDWIDTH)
+    planes = [1, 2, 3, 4, 5, 6]
+    for z in planes:
+        viewer.dims.set_current_step(0, z)
+        qtbot.wait(40)  # a user's drag: the next step comes before this one is read
+    qtbot.waitUntil(lambda: layer.loaded, timeout=20000)
+    records = shown.records
+    assert records, 'nothing was shown'
+    assert all(plane in planes for plane, _, _ in records), records  # always a whole right plane
+    order = [planes.index(plane) for plane, _, _ in records]
+    assert order == sorted(order), records  # never back to a plane asked for earlier
+    for z in {plane for plane, _, _ in records}:
+        levels = [level for plane, level, _ in records if plane == z]
+        assert levels == sorted(levels, reverse=True), records  # refines, never coarser again
+    assert records[-1] == (planes[-1], int(layer.data_level), True), records
+
+
+def test_a_failing_read_is_reported_and_the_next_step_recovers(
+    viewer, ome_server, ome_path, qtbot, errors
+):
+    layer = add_remote(viewer, ome_server, ome_path, qtbot)
+    ome_server.configure(failure_rate=1.0, failure_mode='500')
+    viewer.dims.set_current_step(0, 3)
+    qtbot.waitUntil(lambda: layer.loaded and bool(errors), timeout=20000)
+    assert "layer 'ome'" in str(errors[0])
+    ome_server.configure(failure_rate=0.0)
+    viewer.dims.set_current_step(0, 4)
+    qtbot.waitUntil(lambda: layer.loaded and shown_level(layer) == layer.data_level, timeout=20000)
+    level = shown_level(layer)
+    assert which_plane(np.asarray(layer._slice.image.raw), level=level) == 4
+
+
+def test_closing_mid_read_leaves_no_thread(make_napari_viewer, slicer_enabled, ome_server, ome_path, qtbot):
+    from .conftest import slicer_threads
+
+    viewer = make_napari_viewer(show=True)
+    layer = add_remote(viewer, ome_server, ome_path, qtbot)
+    ome_server.configure(latency=2.0)
+    viewer.dims.set_current_step(0, 5)
+    qtbot.waitUntil(lambda: ome_server.in_flight > 0, timeout=5000)
+    assert not layer.loaded
+    viewer.close()
+    qtbot.waitUntil(lambda: not slicer_threads(), timeout=10000)
+    assert not [t for t in threading.enumerate() if 'beside' in t.name]
