@@ -116,7 +116,7 @@ def test_bench_main_multiscale_and_revisit_tiny(tiny_bench):
         assert all(0 < f <= r for f, r in zip(extra['first_pixels_ms'], extra['full_res_ms']))
         if mode != 'ours':  # ours may have prefetched the plane stepped to (R14)
             assert min(extra['full_res_ms']) >= latency_ms
-        assert min(extra['chunk_requests']) >= 1
+            assert min(extra['chunk_requests']) >= 1
         (s6,) = _records(doc, mode, 'S6')
         assert s6['status'] == 'ok', s6
         assert len(s6['extra']['revisit_ms']) == spec['revisit_trials']

@@ -164,7 +164,8 @@ def markdown(results: dict[str, Any], agg: dict[str, Any], command: str, facts: 
               'first time vispy holds the new plane at any level, *full resolution* the first time '
               'it holds it at the level napari settles on for the canvas. In S6 ours uses its chunk '
               'cache and prefetch (napari has neither; revisits and rested neighbours are served '
-              'from decoded chunks); S3 runs without progressive multiscale in any mode.']
+              'from decoded chunks); in S3 ours shows the coarsest level of the new plane first '
+              '(progressive multiscale), napari shows nothing until the data level is read.']
     if agg['errors']:
         lines += ['', 'Failures:', *[f'- {e}' for e in agg['errors']]]
     log = results['modes'].get('ours', {}).get('latency_log')

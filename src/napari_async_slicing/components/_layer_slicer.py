@@ -742,8 +742,8 @@ class AsyncLayerSlicer:
         """Show a partial response if its task is still the layer's newest and not yet shown."""
         task = preview.task
         layer = task.layer_ref()
-        if layer is None or self._shut_down or task.token.cancelled:
-            return
+        if layer is None or self._shut_down or task.token.cancelled or task.error is not None:
+            return  # gone, superseded, or its final read failed (reported; nothing to refine)
         state = self._states.get(layer)
         if (
             state is None

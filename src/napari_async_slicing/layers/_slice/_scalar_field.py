@@ -17,6 +17,10 @@ copy non-contiguous data at upload. Here the worker does all of that too:
   hands the precomputed contrast limits to the layer. napari's thumbnail code then colours the
   small thumbnail (it is already at thumbnail size, so its zoom is the identity).
 
+Multiscale layers are read progressively (:func:`_progressive`): in 2D, the coarsest level of the
+new plane (napari's thumbnail level) is read beside the data level and shown first as a
+*preview*; the final response then replaces it.
+
 If the display settings changed between submit and apply (another colormap, a contour width,
 contrast limits that now need rescaling ...), :func:`apply` falls back to napari's own main-thread
 path with the raw response, so what is shown is always what napari would show.
@@ -26,6 +30,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import logging
 from concurrent.futures import Future
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
@@ -46,6 +51,8 @@ from napari_async_slicing._reading import (
     current_progress,
     current_token,
 )
+
+logger = logging.getLogger(__name__)
 
 _DATA_FIELDS = ('data_at_data_level', 'data_at_thumbnail_level')
 
@@ -282,9 +289,12 @@ def _progressive(request: Any, base: type, progress: Progress) -> Any:
         settings = dataclasses.replace(
             request.display, auto_contrast=False, needs_ranges=request.display.first_slice
         )
-        progress.publish(
-            shown_slice(compat.coarse_response(request, data), settings, preview=True)
-        )
+        try:
+            preview = shown_slice(compat.coarse_response(request, data), settings, preview=True)
+        except Exception:  # noqa: BLE001 - no preview; the final response still comes
+            logger.debug('preview failed', exc_info=True)
+            return
+        progress.publish(preview)
 
     try:
         helper = progress.beside(read_coarse, first=True)
