@@ -67,6 +67,26 @@ def test_a_visible_request_cancels_prefetch_and_is_not_delayed(viewer_with, serv
     assert (source, (5, 0, 0)) not in slicer.cache  # plane 5's prefetch was stopped mid-read
 
 
+def test_a_visible_request_joins_the_prefetch_of_its_own_plane(viewer_with, server, remote_volume, qtbot):
+    viewer = viewer_with(prefetch_radius=1)
+    slicer = viewer._layer_slicer
+    layer = add_remote(viewer, remote_volume)
+    step_to(viewer, 2)
+    qtbot.waitUntil(lambda: shown_plane(viewer, layer) == 2 and layer.loaded, timeout=5000)
+    qtbot.waitUntil(lambda: not slicer._prefetches, timeout=5000)  # 3 and 1
+    server.configure(latency=1.0)
+    server.reset_counters()
+    step_to(viewer, 3)  # cached: shown at once; then plane 4 is prefetched, slowly
+    assert shown_plane(viewer, layer) == 3
+    qtbot.waitUntil(lambda: server.in_flight == CHUNKS_PER_PLANE, timeout=3000)
+    assert plane_requests(server, 4) == 0  # on the wire, not answered yet
+    step_to(viewer, 4)
+    qtbot.waitUntil(lambda: shown_plane(viewer, layer) == 4 and layer.loaded, timeout=5000)
+    # The visible request waited for the prefetch's chunk reads instead of starting over.
+    server.wait_idle()
+    assert plane_requests(server, 4) == CHUNKS_PER_PLANE
+
+
 def test_no_prefetch_for_in_memory_data(viewer_with, qtbot):
     viewer = viewer_with(prefetch_radius=2)
     data = np.stack([np.full((32, 32), z, np.float32) for z in range(SHAPE[0])])

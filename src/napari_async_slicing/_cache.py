@@ -45,6 +45,9 @@ class ChunkCache:
         #: dask name -> generation (bumped by ``forget``).
         self._generations: dict[str, int] = {}
         self._counter = count()
+        #: Chunk reads in flight by key, shared by their readers (``_reading._shared_read``);
+        #: touched only on zarr's event loop.
+        self.inflight: dict[tuple, list] = {}
 
     @property
     def enabled(self) -> bool:

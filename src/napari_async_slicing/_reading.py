@@ -478,11 +478,14 @@ def _read_zarr_cached(array: Any, plan: ChunkPlan, token: CancelToken, cache: An
     async def fetch(todo: list[tuple[int, ...]]) -> None:
         gate = asyncio.Semaphore(limit)
 
+        async def read_chunk(chunk: tuple[int, ...]) -> np.ndarray:
+            data = np.asarray(await _timed(array.async_array.getitem(plan.region(chunk)), timeout))
+            cache.put((source, chunk), data)  # kept even if the reader is cancelled
+            return data
+
         async def one(chunk: tuple[int, ...]) -> None:
             async with gate:
-                data = np.asarray(await _timed(array.async_array.getitem(plan.region(chunk)), timeout))
-            chunks[chunk] = data
-            cache.put((source, chunk), data)  # kept even if the rest is cancelled
+                chunks[chunk] = await _shared_read(cache, (source, chunk), lambda: read_chunk(chunk))
 
         async with asyncio.TaskGroup() as group:
             for chunk in todo:
@@ -508,6 +511,38 @@ def _read_zarr_cached(array: Any, plan: ChunkPlan, token: CancelToken, cache: An
         _issued()
     token.raise_if_cancelled()
     return plan.assemble(chunks, array.dtype)
+
+
+async def _shared_read(cache: Any, key: tuple, start: Callable[[], Any]) -> np.ndarray:
+    """Read a chunk once for everyone who wants it now (runs on zarr's event loop).
+
+    The first reader of ``key`` starts the read as a task of its own; later readers of the same
+    key (a visible request joining the prefetch of its plane, two layers over one array) await
+    that task. A reader that is cancelled stops waiting; the read itself is cancelled only when
+    nobody waits for it any more, so cancellation still stops I/O nobody needs.
+    """
+    inflight = cache.inflight  # touched only on this loop: no lock
+    entry = inflight.get(key)
+    if entry is None:
+        task = asyncio.ensure_future(start())
+        entry = inflight[key] = [task, 0]
+
+        def done(_: asyncio.Future, entry: list = entry) -> None:
+            if inflight.get(key) is entry:
+                del inflight[key]
+
+        task.add_done_callback(done)
+    entry[1] += 1
+    try:
+        return await asyncio.shield(entry[0])
+    finally:
+        entry[1] -= 1
+        if not entry[1] and not entry[0].done():
+            if inflight.get(key) is entry:
+                del inflight[key]  # a reader that comes now starts afresh
+            entry[0].cancel()  # nobody wants it any more
+        elif entry[0].done() and not entry[0].cancelled():
+            entry[0].exception()  # retrieved: each reader raises it itself
 
 
 def _local_dask_kwargs(collections: list) -> dict:

@@ -67,6 +67,15 @@ INLINE_BUDGET_S = 0.004
 CACHED_INLINE_BUDGET_S = 0.008
 
 
+def _plane_of(dims: Any) -> tuple:
+    """Which plane a request at ``dims`` shows: the step, dims order and ndisplay."""
+    return (
+        tuple(getattr(dims, 'current_step', ())),
+        tuple(getattr(dims, 'order', ())),
+        getattr(dims, 'ndisplay', 2),
+    )
+
+
 class SliceError(RuntimeError):
     """A layer's slice could not be loaded (the original error is the ``__cause__``)."""
 
@@ -186,8 +195,9 @@ class AsyncLayerSlicer:
         )
         #: Prefetch (R14) runs on its own single thread, below every visible request.
         self._prefetch_pool = ThreadPoolExecutor(1, thread_name_prefix='napari-async-slicing-prefetch')
-        #: Prefetch tokens not yet finished (cancelled by any visible request).
-        self._prefetches: set[CancelToken] = set()
+        #: Prefetches not yet finished, with the (layer id, plane) each reads: a visible request
+        #: cancels all but the one reading its own plane (it joins that one's chunk reads).
+        self._prefetches: dict[CancelToken, tuple] = {}
         self.prefetch_counts = {'started': 0, 'done': 0, 'cancelled': 0}
         #: Decoded chunks of every lazily read layer of the viewer (R13).
         self.cache = ChunkCache(self.options.cache_bytes)
@@ -412,7 +422,7 @@ class AsyncLayerSlicer:
             heavy=_slice.is_heavy(request),
             step=step,
             force=force,
-            plane=(step, tuple(getattr(dims, 'order', ())), getattr(dims, 'ndisplay', 2)),
+            plane=_plane_of(dims),
         )
 
     def _schedule(self, task: _Task) -> _Task:
@@ -432,7 +442,7 @@ class AsyncLayerSlicer:
             ):
                 return newest  # an identical request is already on its way
             state.from_cache = None
-        self._cancel_prefetch()  # strictly below any visible request
+        self._cancel_prefetch(keep=(id(layer), task.plane))  # strictly below visible requests
         if self._runs_inline(state, task):
             return self._run_inline(state, task)
         if self._may_run_from_cache(state, task) and self._run_from_cache(state, task):
@@ -772,10 +782,14 @@ class AsyncLayerSlicer:
 
     # --- prefetch (R14) -------------------------------------------------------------------
 
-    def _cancel_prefetch(self) -> None:
-        """A visible request arrived: stop every prefetch (queued ones never start)."""
+    def _cancel_prefetch(self, keep: tuple | None = None) -> None:
+        """A visible request arrived: stop every prefetch (queued ones never start) but the one
+        reading the plane it asks for, ``keep`` = (layer id, plane): its chunk reads are shared
+        with the visible request's (``_reading._shared_read``), so they need not start over."""
         with self._lock:
-            tokens, self._prefetches = self._prefetches, set()
+            tokens = [token for token, plane in self._prefetches.items() if plane != keep]
+            for token in tokens:
+                del self._prefetches[token]
         for token in tokens:
             token.cancel()
 
@@ -823,7 +837,7 @@ class AsyncLayerSlicer:
                     break
                 token = CancelToken()
                 with self._lock:
-                    self._prefetches.add(token)
+                    self._prefetches[token] = (id(layer), _plane_of(dims))
                 try:
                     self._prefetch_pool.submit(self._run_prefetch, token, request)
                 except RuntimeError:  # shut down
@@ -846,7 +860,7 @@ class AsyncLayerSlicer:
             logger.debug('prefetch failed', exc_info=True)
         finally:
             with self._lock:
-                self._prefetches.discard(token)
+                self._prefetches.pop(token, None)
 
     # --- data written in place --------------------------------------------------------------
 
