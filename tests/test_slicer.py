@@ -86,19 +86,34 @@ def test_fast_layer_is_not_held_behind_a_slow_one(viewer, server, remote_volume,
 
 
 def test_loading_cue_turns_on_and_off(viewer, server, remote_volume, qtbot):
-    from napari._qt.containers.qt_layer_model import LoadedRole
+    from napari_async_slicing import _napari_compat as compat
+    from napari_async_slicing._qt._loading_cue import CUE_DELAY_S
 
-    server.configure(latency=0.2)
     layer = add_remote(viewer, remote_volume)
     seen: list[bool] = []
     layer.events.loaded.connect(lambda e: seen.append(e.value))
-    layer_list = viewer.window._qt_viewer.layers
-    index = layer_list.model().index(0, 0)
+    server.configure(latency=1.0)
     step_to(viewer, 4)
-    assert seen == [False]
-    assert index.data(LoadedRole) is False
+    # napari's API changes at once ...
+    assert seen == [False] and not layer.loaded
+    # ... the layer list's spinner waits for a load that lasts, then shows without other help.
+    assert not compat.layer_list_loading_cue(viewer, layer)
+    qtbot.waitUntil(lambda: compat.layer_list_loading_cue(viewer, layer), timeout=int(CUE_DELAY_S * 1000) + 500)
+    assert not layer.loaded
     qtbot.waitUntil(lambda: seen == [False, True], timeout=5000)
-    assert index.data(LoadedRole) is True
+    assert not compat.layer_list_loading_cue(viewer, layer)
+    # A quick load never shows it (no flicker, no spinner repaints while reading).
+    server.configure(latency=0.02)
+    cues: list[bool] = []
+    from qtpy.QtCore import QTimer
+
+    poll = QTimer()
+    poll.timeout.connect(lambda: cues.append(compat.layer_list_loading_cue(viewer, layer)))
+    poll.start(5)
+    step_to(viewer, 6)
+    qtbot.waitUntil(lambda: seen == [False, True, False, True], timeout=5000)
+    poll.stop()
+    assert cues and not any(cues)
 
 
 def test_failures_notify_rate_limited_and_leave_loading(viewer, server, remote_volume, qtbot, errors):

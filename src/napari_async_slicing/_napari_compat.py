@@ -491,6 +491,7 @@ def patch_napari(slicer_type: type) -> None:
     """
     if _saved:
         return
+    from napari._qt.containers.qt_layer_model import QtLayerListModel
     from napari._qt.qt_main_window import Window
     from napari._qt.qt_viewer import QtViewer
     from napari.components import ViewerModel
@@ -509,6 +510,7 @@ def patch_napari(slicer_type: type) -> None:
         layer_construct=type(Layer).__call__,
         on_add_layer=ViewerModel._on_add_layer,
         labels_get_dtype=_labels_utils().get_dtype,
+        layer_model_data=QtLayerListModel.data,
         had_sync_slicing='sync_slicing' in ViewerModel.__dict__,
     )
 
@@ -601,6 +603,24 @@ def patch_napari(slicer_type: type) -> None:
 
     _patch_labels_get_dtype(_labels_dtype)
 
+    orig_model_data = _saved['layer_model_data']
+    loaded_role = _loaded_role()
+
+    @functools.wraps(orig_model_data)
+    def layer_model_data(self: Any, index: Any, *args: Any, **kwargs: Any) -> Any:
+        value = orig_model_data(self, index, *args, **kwargs)
+        role = args[0] if args else kwargs.get('role')
+        if role == loaded_role and not value and index.isValid():
+            from napari_async_slicing._qt._loading_cue import hides_cue
+
+            # The loading spinner of layers our slicer manages waits for loads that last.
+            layer = self.getItem(index)
+            if managing_slicer(layer) is not None and hides_cue(self, layer):
+                return True
+        return value
+
+    QtLayerListModel.data = layer_model_data
+
     if not _saved['had_sync_slicing']:
         from napari_async_slicing._sync import sync_slicing
 
@@ -623,6 +643,32 @@ def _with_wait_keyword(
     return screenshot
 
 
+def _loaded_role() -> int:
+    from napari._qt.containers.qt_layer_model import LoadedRole
+
+    return LoadedRole
+
+
+def layer_list_loading_cue(viewer: Any, layer: Any) -> bool:
+    """Whether the viewer's layer list paints ``layer`` as loading (its spinner) right now."""
+    model = viewer.window._qt_viewer.layers.model().sourceModel()
+    index = model.index(model._root.index(layer))
+    return not model.data(index, _loaded_role())
+
+
+def layer_model_loaded_changed(model: Any, layer: Any) -> None:
+    """Tell napari's layer list ``model`` that ``layer``'s loaded state changed (repaint it)."""
+    try:
+        row = model._root.index(layer)
+    except ValueError:  # no longer in the list
+        return
+    index = model.index(row)
+    try:
+        model.dataChanged.emit(index, index, [_loaded_role()])
+    except RuntimeError:  # the model's Qt object is gone (viewer closed)
+        pass
+
+
 def uninstall() -> None:
     """Undo :func:`install`: new viewers get napari's own slicer again."""
     if not _saved:
@@ -642,6 +688,9 @@ def uninstall() -> None:
     type(Layer).__call__ = _saved['layer_construct']
     ViewerModel._on_add_layer = _saved['on_add_layer']
     _patch_labels_get_dtype(_saved['labels_get_dtype'])
+    from napari._qt.containers.qt_layer_model import QtLayerListModel
+
+    QtLayerListModel.data = _saved['layer_model_data']
     if not _saved['had_sync_slicing'] and 'sync_slicing' in ViewerModel.__dict__:
         delattr(ViewerModel, 'sync_slicing')
     _saved.clear()

@@ -210,6 +210,8 @@ class AsyncLayerSlicer:
         self._done: deque[_Task | _Preview] = deque()
         self._drain_scheduled = False
         self._call_on_main: Callable[[Callable[[], None]], None] | None = None
+        #: Told when a layer starts or stops loading (the layer list's delayed cue; Qt only).
+        self._loading_cue: Callable[[Any, bool], None] | None = None
         self._main_thread = threading.main_thread()
         self._no_wait_depth = 0
         #: While > 0 (see ``deferred``), tasks are queued but not started.
@@ -393,6 +395,9 @@ class AsyncLayerSlicer:
         from napari_async_slicing._qt._main_thread import MainThreadCaller
 
         self._call_on_main = MainThreadCaller()
+        from napari_async_slicing._qt._loading_cue import loading_changed
+
+        self._loading_cue = loading_changed
 
     # --- scheduling --------------------------------------------------------------------------
 
@@ -899,10 +904,13 @@ class AsyncLayerSlicer:
         if signal is None or events is None or not hasattr(events, 'loaded'):
             return
         layer_ref = weakref.ref(layer)
+        cue = self._loading_cue
 
         def forward() -> None:
             target = layer_ref()
             if target is not None:
+                if cue is not None:
+                    cue(target, target.loaded)
                 target.events.loaded(value=target.loaded)
 
         signal.connect(forward)
