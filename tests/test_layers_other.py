@@ -272,3 +272,143 @@ def test_shapes_selection_highlight_follows_the_slice(viewer, qtbot):
         assert (layer._selected_box is None) == (twin._selected_box is None) == (z == 3)
         if z == 2:  # corners and centre; the rotation handle depends on the canvas zoom
             assert_same(layer._selected_box[:9], twin._selected_box[:9], 'selected box')
+
+
+# --- Shapes: what vispy holds ---------------------------------------------------------------
+
+
+def mixed_shapes():
+    """Polygons, paths, lines and ellipses on every plane, with per-shape colours and text."""
+    data, types = [], []
+    for i, poly in enumerate(polygons(36)):
+        z = poly[0, 0]
+        data.append(poly)
+        types.append('polygon')
+        if i % 6 == 0:
+            data.append(np.array([[z, 2, 2 + i], [z, 12, 8 + i], [z, 20, 3 + i]]))
+            types.append('path')
+            data.append(np.array([[z, 30, 1 + i], [z, 44, 6 + i]]))
+            types.append('line')
+            data.append(np.array([[z, 20, 20], [z, 20, 30], [z, 26, 30], [z, 26, 20]]) + [0, i, 0])
+            types.append('ellipse')
+    kwargs = {
+        'shape_type': types,
+        'face_color': RNG.uniform(0, 1, (len(data), 4)),
+        'edge_color': RNG.uniform(0, 1, (len(data), 4)),
+        'edge_width': 1.5,
+        'features': {'n': np.arange(len(data))},
+        'text': {'string': '{n}', 'size': 6},
+    }
+    return data, kwargs
+
+
+def faces_node(viewer, layer):
+    return viewer.window._qt_viewer.canvas.layer_to_visual[layer].node.shape_faces
+
+
+def vispy_faces(viewer, layer):
+    """What vispy holds for the shape faces: the arrays napari hands it, what it draws, its bounds."""
+    node = faces_node(viewer, layer)
+    mesh = node.mesh_data
+    return {
+        'vertices': mesh.get_vertices(),
+        'faces': mesh.get_faces(),
+        'face_colors': mesh.get_face_colors(),
+        'drawn_vertices': mesh.get_vertices(indexed='faces'),
+        'drawn_colors': mesh.get_face_colors(indexed='faces'),
+        'bounds': np.array([node._compute_bounds(ax, None) for ax in range(mesh.get_vertices().shape[1])]),
+        'text': viewer.window._qt_viewer.canvas.layer_to_visual[layer].node.text.text,
+    }
+
+
+def napari_vispy_faces(viewer, layer):
+    """The same after napari's own ``VispyShapesLayer._on_data_change`` rebuilt it from the layer."""
+    viewer.window._qt_viewer.canvas.layer_to_visual[layer]._on_data_change()
+    return vispy_faces(viewer, layer)
+
+
+def step_to(viewer, qtbot, z):
+    viewer.dims.current_step = (z, *viewer.dims.current_step[1:])
+    slicer = viewer._layer_slicer
+    qtbot.waitUntil(lambda: not slicer._in_flight, timeout=10000)
+    slicer.wait_until_idle(timeout=10)
+
+
+def assert_vispy_faces_are_napari(viewer, layer, where):
+    ours = vispy_faces(viewer, layer)
+    mesh_type = type(faces_node(viewer, layer).mesh_data).__name__
+    theirs = napari_vispy_faces(viewer, layer)
+    assert type(faces_node(viewer, layer).mesh_data).__name__ == 'MeshData'  # napari's rebuilt it
+    for name in theirs:
+        assert_same(ours[name], theirs[name], f'{name} {where}')
+    return mesh_type
+
+
+def test_shapes_vispy_mesh_equals_napari(viewer, qtbot):
+    """The prepared faces mesh vispy gets is what napari's vispy layer builds, step after step,
+    after edits and with a selection; drawn pixels are the same too."""
+    data, kwargs = mixed_shapes()
+    with viewer.sync_slicing():
+        layer = viewer.add_shapes(data, **kwargs)
+    twin = Shapes(data, **kwargs)
+    used = []
+    for z in (1, 4, 2, 5, 0):
+        step_to(viewer, qtbot, z)
+        twin._slice_dims(viewer.dims)
+        assert_same(layer._data_view._mesh.displayed_triangles, twin._data_view._mesh.displayed_triangles, z)
+        used.append(assert_vispy_faces_are_napari(viewer, layer, f'at z={z}'))
+    assert used.count('ShownMesh') >= 4, used  # the prepared mesh, not napari's handler
+
+    # Edits: a new snapshot, then the prepared path again for later steps.
+    layer.add_polygons([np.array([[3, 1, 1], [3, 9, 1], [3, 9, 9]])])
+    layer.face_color = 'red'
+    layer.selected_data = {0, 1, 2, 3}
+    for z in (3, 1, 3):
+        step_to(viewer, qtbot, z)
+        used.append(assert_vispy_faces_are_napari(viewer, layer, f'after edits at z={z}'))
+    assert used[-2:] == ['ShownMesh', 'ShownMesh'], used
+
+    # And the picture: ours, then napari's handler on the same state.
+    step_to(viewer, qtbot, 2)
+    assert type(faces_node(viewer, layer).mesh_data).__name__ == 'ShownMesh'
+    ours = viewer.screenshot(canvas_only=True, flash=False)
+    viewer.window._qt_viewer.canvas.layer_to_visual[layer]._on_data_change()
+    theirs = viewer.screenshot(canvas_only=True, flash=False)
+    assert ours[..., :3].any()
+    np.testing.assert_array_equal(ours, theirs)
+
+
+def test_shapes_2d_in_3d_and_empty_planes_match_napari(viewer, qtbot):
+    """A plane without shapes (napari's placeholder triangle) and 2D shapes in a 3D view."""
+    data = [p for p in polygons(48) if p[0, 0] != 4]
+    with viewer.sync_slicing():
+        layer = viewer.add_shapes(data, shape_type='polygon')
+    for z in (4, 1):
+        step_to(viewer, qtbot, z)
+        assert_vispy_faces_are_napari(viewer, layer, f'z={z}')
+    viewer.layers.clear()
+    with viewer.sync_slicing():
+        flat = viewer.add_shapes([p[:, 1:] for p in polygons(12)], shape_type='polygon')
+        viewer.dims.ndisplay = 3
+    flat.refresh()
+    viewer._layer_slicer.wait_until_idle(timeout=10)
+    assert faces_node(viewer, flat).mesh_data.get_vertices().shape[1] == 3
+    assert_vispy_faces_are_napari(viewer, flat, '2D shapes in 3D')
+
+
+def test_shapes_edit_between_submit_and_apply_falls_back_to_napari(viewer, qtbot):
+    """A response computed before an edit is not shown as is: napari builds the view and the mesh."""
+    data, kwargs = mixed_shapes()
+    with viewer.sync_slicing():
+        layer = viewer.add_shapes(data, **kwargs)
+    step_to(viewer, qtbot, 2)
+    request = _shapes.make_request(layer, viewer.dims)
+    response = request()
+    assert type(response.mesh).__name__ == 'ShownMesh'
+    layer.face_color = 'blue'  # edits napari's mesh colours: the snapshot is replaced
+    _shapes.apply(layer, response)
+    mesh = faces_node(viewer, layer).mesh_data
+    assert type(mesh).__name__ == 'MeshData'  # napari's own handler built it
+    blue = np.all(mesh.get_face_colors() == [0, 0, 1, 1], axis=1)
+    assert blue.any() and not np.all(response.mesh.get_face_colors() == [0, 0, 1, 1], axis=1).any()
+    assert_vispy_faces_are_napari(viewer, layer, 'after the fallback')

@@ -385,6 +385,7 @@ def shape_list_arrays(shape_list: Any) -> dict[str, Any]:
         'triangles_z_order': mesh.triangles_z_order.copy(),
         'triangles_index': mesh.triangles_index.copy(),
         'triangles_colors': mesh.triangles_colors.copy(),
+        'mesh_vertices': mesh.vertices.copy(),
         'vertices': shape_list._vertices.copy(),
         'vertices_index': shape_list._vertices_index.copy(),
         'z_order': shape_list._z_order.copy(),
@@ -406,6 +407,49 @@ def set_shapes_displayed(layer: Any, slice_key: list, shown: dict[str, Any]) -> 
     data_view.displayed_vertices = shown['displayed_vertices']
     data_view.displayed_vertices_to_shape_num = shown['displayed_vertices_to_shape_num']
     data_view.displayed_index = shown['displayed_index']
+
+
+def vispy_shapes_layers(layer: Any) -> list:
+    """napari's vispy layers drawing ``layer`` (exactly ``VispyShapesLayer``; one per viewer).
+
+    Found as the listeners of the layer's ``set_data`` event (``VispyBaseLayer`` connects its
+    ``_on_data_change``), so no viewer is needed. Subclasses are left out: they keep napari's
+    handler.
+    """
+    from napari._vispy.layers.shapes import VispyShapesLayer
+
+    found = []
+    for callback in layer.events.set_data.callbacks:
+        if isinstance(callback, tuple) and callback[1] == '_on_data_change':
+            owner = callback[0]()
+            if type(owner) is VispyShapesLayer:
+                found.append(owner)
+    return found
+
+
+def shapes_set_data_with_mesh(layer: Any, vispy_layers: list, mesh: Any) -> None:
+    """``layer.events.set_data()`` with a prepared vispy ``MeshData`` for the shape faces.
+
+    For each of ``vispy_layers`` this does what ``VispyShapesLayer._on_data_change`` does (faces
+    mesh, transform, text, node update), except that the mesh arrays were computed beforehand
+    (:mod:`layers._slice._shapes`, on a worker); that handler is then blocked while the event
+    reaches every other listener.
+    """
+    handlers = []
+    for vispy_layer in vispy_layers:
+        vispy_layer.node.shape_faces.set_data(meshdata=mesh)
+        vispy_layer._on_matrix_change()
+        vispy_layer._update_text(update_node=False)
+        vispy_layer.node.update()
+        handlers.append(vispy_layer._on_data_change)
+    emitter = layer.events.set_data
+    for handler in handlers:
+        emitter.block(handler)
+    try:
+        emitter()
+    finally:
+        for handler in handlers:
+            emitter.unblock(handler)
 
 
 def shapes_view_changed(layer: Any) -> None:

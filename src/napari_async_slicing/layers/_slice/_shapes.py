@@ -7,6 +7,14 @@ a thumbnail. Here a worker does all of that from a by-value snapshot of the ``Sh
 main thread only stores the results (:func:`apply`: attribute assignments, a 32x32 thumbnail and
 napari's ``set_data`` event).
 
+The worker also builds the vispy ``MeshData`` of the shape faces that napari's
+``VispyShapesLayer._on_data_change`` would build on the main thread for this view (the layer's
+whole mesh vertex array, the displayed triangles and their colours), with its bounds (a min/max
+over every mesh vertex, the same for every step) computed once per snapshot. :func:`apply` hands
+that mesh to the vispy layer and keeps napari's handler from rebuilding it. That handler also
+reads ``len(layer.data)``, which builds a list of every shape's data: with 20 000 shapes that
+alone cost more than a frame per step.
+
 The snapshot (copies of the mesh arrays) is taken on the main thread when the layer's shapes
 changed since the last one (napari funnels every edit through ``ShapeList._update_displayed``,
 which we watch), so scrubbing reuses it and submitting costs O(1). Per-shape scalars (slice
@@ -20,6 +28,7 @@ every shape); those steps stay on napari's synchronous path (:func:`can_slice`).
 
 from __future__ import annotations
 
+import functools
 import threading
 import weakref
 from dataclasses import dataclass, field
@@ -76,6 +85,18 @@ class ShapesSnapshot:
                 )
             return self._derived
 
+    def mesh_bounds(self, vertices: np.ndarray, padded: bool) -> list:
+        """vispy's ``MeshData.get_bounds`` of the whole mesh as napari hands it over (once per snapshot)."""
+        key = 'mesh_bounds_padded' if padded else 'mesh_bounds'
+        with self._lock:
+            if key not in self._derived:
+                self._derived[key] = _bounds(vertices)
+            return self._derived[key]
+
+
+def _bounds(vertices: np.ndarray) -> list:
+    return [(vertices[:, ax].min(), vertices[:, ax].max()) for ax in range(vertices.shape[1])]
+
 
 def _is_edge_only(shape: Any) -> bool:
     from napari.layers.shapes._shapes_models import Line, Path
@@ -106,6 +127,48 @@ def current_snapshot(layer: Any) -> ShapesSnapshot:
     return snapshot
 
 
+@functools.cache
+def _shown_mesh_type() -> type:
+    from vispy.geometry import MeshData
+
+    class ShownMesh(MeshData):
+        """The faces mesh of one view, with its bounds computed beforehand (vispy's own otherwise)."""
+
+        def __init__(self, vertices, faces, face_colors, bounds) -> None:
+            super().__init__(vertices=vertices, faces=faces, face_colors=face_colors)
+            self._shown_vertices = vertices
+            self._shown_bounds = bounds
+
+        def get_bounds(self):
+            if self.get_vertices() is self._shown_vertices:
+                return self._shown_bounds
+            return super().get_bounds()
+
+    return ShownMesh
+
+
+def faces_mesh(snapshot: ShapesSnapshot, shown: dict[str, np.ndarray], ndisplay: int, ndim: int) -> Any:
+    """The shape-faces ``MeshData`` napari's vispy layer builds for this view (pure; any thread).
+
+    napari hands vispy every mesh vertex of the layer (axes reversed to xyz), the displayed
+    triangles and their colours; a placeholder triangle when nothing is shown; vertices padded with
+    a zero axis for 2D shapes in a 3D view.
+    """
+    faces = shown['displayed_triangles']
+    colors = shown['displayed_triangles_colors']
+    vertices = snapshot.arrays['mesh_vertices'][:, ::-1]
+    whole_mesh = not (len(vertices) == 0 or len(faces) == 0)
+    if not whole_mesh:
+        vertices = np.zeros((3, ndisplay))
+        faces = np.array([[0, 1, 2]])
+        colors = np.array([[0, 0, 0, 0]])
+    padded = bool(len(snapshot.shapes)) and ndisplay == 3 and ndim == 2
+    if padded:
+        vertices = np.pad(vertices, ((0, 0), (0, 1)), mode='constant')
+    bounds = snapshot.mesh_bounds(vertices, padded) if whole_mesh else _bounds(vertices)
+    return _shown_mesh_type()(vertices, faces, colors, bounds)
+
+
 @dataclass(frozen=True, eq=False)
 class ShapesSliceResponse:
     request_id: int
@@ -116,6 +179,9 @@ class ShapesSliceResponse:
     shown: dict[str, np.ndarray]
     #: RGBA float thumbnail, or None when napari would not update it (a shape is being dragged).
     thumbnail: np.ndarray | None
+    #: vispy mesh of the shape faces (:func:`faces_mesh`) and the (ndisplay, ndim) it was built for.
+    mesh: Any = None
+    mesh_key: tuple = ()
 
 
 @dataclass(frozen=True, eq=False)
@@ -130,12 +196,14 @@ class ShapesSliceRequest:
     thumbnail_shape: tuple[int, ...]
     max_thumbnail_shapes: int
     thumbnail_allowed: bool
+    ndim: int = 0
 
     def __call__(self) -> ShapesSliceResponse:
         shown = displayed_view(self.snapshot, self.slice_key)
         thumbnail = None
         if self.thumbnail_allowed:
             thumbnail = _thumbnail(self, shown['displayed'])
+        ndisplay = self.slice_input.ndisplay
         return ShapesSliceResponse(
             request_id=self.id,
             slice_input=self.slice_input,
@@ -144,6 +212,8 @@ class ShapesSliceRequest:
             snapshot=self.snapshot,
             shown=shown,
             thumbnail=thumbnail,
+            mesh=faces_mesh(self.snapshot, shown, ndisplay, self.ndim),
+            mesh_key=(ndisplay, self.ndim),
         )
 
     def same_as(self, other: Any) -> bool:
@@ -177,6 +247,7 @@ def make_request(layer: Any, dims: Any) -> ShapesSliceRequest:
         thumbnail_shape=compat.thumbnail_shape(layer),
         max_thumbnail_shapes=compat.shapes_max_thumbnail(layer),
         thumbnail_allowed=compat.shapes_thumbnail_allowed(layer),
+        ndim=layer.ndim,
     )
 
 
@@ -272,7 +343,11 @@ def apply(layer: Any, response: ShapesSliceResponse) -> None:
     """Main thread: store the precomputed view (assignments), thumbnail and notify vispy."""
     compat.set_slice_input(layer, response.slice_input, response.units)
     cached = _snapshots.get(layer)
-    if cached is None or cached[1] is not response.snapshot:
+    if (
+        cached is None
+        or cached[1] is not response.snapshot
+        or cached[0] is not compat.shape_list(layer)
+    ):
         # The shapes changed after this was computed: napari's own update for this slice.
         compat.sync_set_view_slice(layer)
         layer.events.set_data()
@@ -284,7 +359,12 @@ def apply(layer: Any, response: ShapesSliceResponse) -> None:
         compat.shapes_view_changed(layer)
     if response.thumbnail is not None:
         layer.thumbnail = response.thumbnail
-    layer.events.set_data()
+    vispy_layers = compat.vispy_shapes_layers(layer) if response.mesh is not None else []
+    built_for = (compat.shapes_view_state(layer)[0], layer.ndim)
+    if vispy_layers and response.mesh_key == built_for:
+        compat.shapes_set_data_with_mesh(layer, vispy_layers, response.mesh)
+    else:  # no vispy layer of ours to feed, or the layer is not what the mesh was built for
+        layer.events.set_data()
     # Selected shapes entering or leaving the view change the highlight; with nothing selected
     # only a reset hover value does, which the unforced refresh notices by itself.
     compat.set_highlight(layer, force=view_changed and bool(layer.selected_data))
