@@ -18,9 +18,12 @@ from napari_async_slicing.testing import ZarrHTTPServer, which_plane
 from .conftest import SHAPE, vispy_data
 
 CLIM = (0, 64 * SHAPE[0] + 64)
-#: Largest main-thread gap tolerated while faults are handled (the heartbeat ticks every 5 ms;
-#: on a loaded 2-core CI machine with software GL a scheduler hiccup alone can take tens of ms).
-RESPONSIVE_MS = 150
+#: Largest main-thread gap tolerated while faults are handled: this catches a viewer that blocks
+#: on a failing read (a retry, a timeout or a stall waited for on the main thread: seconds). The
+#: heartbeat ticks every 5 ms; gaps measured on a quiet machine are 20-100 ms (printed, and in the
+#: issue notes), but on a 2-core machine under other load scheduler and software-GL hiccups alone
+#: reach 200 ms.
+RESPONSIVE_MS = 400
 
 
 def shown_plane(viewer, layer):
