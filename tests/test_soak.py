@@ -2,12 +2,20 @@
 live slicing objects sampled. Memory stays within the chunk-cache budget (+10 %) of where it was
 once the session warmed up, and requests, futures and responses do not accumulate.
 
-CI runs a short session; ``pytest -m slow tests/test_soak.py`` runs the 10-minute one.
+CI runs a short session; ``pytest -m slow tests/test_soak.py`` runs the 10-minute one
+(``NAPARI_ASYNC_SLICING_SOAK_SECONDS`` changes its length).
+
+The session runs with ``canvas_current_on_layer_removal``: napari 0.9.2 deletes a removed layer's
+GL objects outside ``paintGL`` without making the canvas's GL context current, and under Mesa
+llvmpipe this session's layer churn then segfaults in vispy's ``glDrawArrays`` (issue 8). That
+crash is napari's: it happens, at the same action, with napari's own slicer and no
+napari-async-slicing code at all (see the design doc). This test measures our memory and objects.
 """
 
 from __future__ import annotations
 
 import gc
+import os
 import random
 import time
 from concurrent.futures import Future
@@ -16,6 +24,7 @@ import numpy as np
 import psutil
 import pytest
 
+from napari_async_slicing import _napari_compat as compat
 from napari_async_slicing.components._layer_slicer import _Task
 from napari_async_slicing.testing import ZarrHTTPServer, make_volume, open_remote_array
 
@@ -30,6 +39,13 @@ def live(kind: type) -> int:
 
 def live_responses() -> int:
     return sum(1 for o in gc.get_objects() if type(o).__name__.endswith('SliceResponse'))
+
+
+@pytest.fixture(autouse=True)
+def napari_gl_workaround():
+    """Make the canvas's GL context current before napari's layer-removal GL work (issue 8)."""
+    with compat.canvas_current_on_layer_removal():
+        yield
 
 
 @pytest.fixture(scope='module')
@@ -122,4 +138,6 @@ def test_soak_short(viewer_with, qtbot, soak_volume):
 
 @pytest.mark.slow
 def test_soak_ten_minutes(viewer_with, qtbot, soak_volume):
-    check(soak(viewer_with, qtbot, soak_volume, seconds=600))
+    # NAPARI_ASYNC_SLICING_SOAK_SECONDS shortens or lengthens it (experiments).
+    seconds = float(os.environ.get('NAPARI_ASYNC_SLICING_SOAK_SECONDS', 600))
+    check(soak(viewer_with, qtbot, soak_volume, seconds=seconds))

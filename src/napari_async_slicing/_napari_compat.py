@@ -13,6 +13,8 @@ Seams (napari 0.9.2):
   ``Layer._refresh_sync``.
 - ``QtViewer._screenshot`` calls ``wait_until_idle``; ``Window._screenshot`` does not wait.
 - zarr: ``zarr.core.sync._get_loop`` (the event loop zarr's sync API runs on).
+- ``VispyCanvas._clean_and_update_scenegraph`` (layer removal), only for the GL workaround
+  ``canvas_current_on_layer_removal`` (issue 8).
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ from __future__ import annotations
 import functools
 import threading
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -52,6 +55,43 @@ def render_canvas(viewer: Any) -> None:
 def vispy_node(viewer: Any, layer: Any) -> Any:
     """The vispy node napari hands a layer's sliced data to (for measuring what is shown)."""
     return viewer.window._qt_viewer.layer_to_visual[layer].node
+
+
+@contextmanager
+def canvas_current_on_layer_removal() -> Iterator[None]:
+    """Inside the block, napari makes a canvas's GL context current before it cleans up a removed
+    layer (a workaround for a napari 0.9.2 crash, issue 8; not needed by our slicer).
+
+    On layer removal napari's ``VispyCanvas._clean_and_update_scenegraph`` runs ``gc.collect()``
+    and ``context.finish()``, which executes vispy's queued GL commands (deleting the layer's
+    textures, buffers and program, ``glFinish``) outside ``paintGL`` without making the canvas's
+    context current: whichever context Qt last used is current (Qt's compositing context, in the
+    same share group). Qt requires ``makeCurrent()`` before GL calls outside ``paintGL``. Under
+    Mesa llvmpipe a later draw then segfaults in ``glDrawArrays`` once the layer churn hits the
+    wrong state; with the canvas made current first it does not.
+    """
+    from napari._vispy.canvas import VispyCanvas
+
+    original = VispyCanvas.__dict__.get('_clean_and_update_scenegraph')
+    if original is None:  # napari changed: nothing to work around here
+        yield
+        return
+
+    @functools.wraps(original)
+    def clean_and_update_scenegraph(self: Any) -> None:
+        scene_canvas = getattr(self, '_scene_canvas', None)
+        if scene_canvas is not None:
+            try:
+                scene_canvas.set_current()
+            except AttributeError:  # the canvas is closing (no backend left): as napari's own finish
+                pass
+        original(self)
+
+    VispyCanvas._clean_and_update_scenegraph = clean_and_update_scenegraph
+    try:
+        yield
+    finally:
+        VispyCanvas._clean_and_update_scenegraph = original
 
 
 # --- layers ------------------------------------------------------------------------------
