@@ -2,12 +2,19 @@
 live slicing objects sampled. Memory stays within the chunk-cache budget (+10 %) of where it was
 once the session warmed up, and requests, futures and responses do not accumulate.
 
-CI runs a short session; ``pytest -m slow tests/test_soak.py`` runs the 10-minute one.
+CI runs a short session; ``pytest -m slow tests/test_soak.py`` runs the 10-minute one
+(``NAPARI_ASYNC_SLICING_SOAK_SECONDS`` changes its length).
+
+Its layer churn once crashed (segfault in vispy's ``glDrawArrays``) at the same action in every
+run: napari 0.9.2 deletes a removed layer's GL objects outside ``paintGL`` without making the
+canvas's GL context current (napari alone crashes the same way: scripts/napari_removal_crash.py).
+Viewers using our slicer get the workaround from ``enable()``, so this session runs through it.
 """
 
 from __future__ import annotations
 
 import gc
+import os
 import random
 import time
 from concurrent.futures import Future
@@ -122,4 +129,6 @@ def test_soak_short(viewer_with, qtbot, soak_volume):
 
 @pytest.mark.slow
 def test_soak_ten_minutes(viewer_with, qtbot, soak_volume):
-    check(soak(viewer_with, qtbot, soak_volume, seconds=600))
+    # NAPARI_ASYNC_SLICING_SOAK_SECONDS shortens or lengthens it (experiments).
+    seconds = float(os.environ.get('NAPARI_ASYNC_SLICING_SOAK_SECONDS', 600))
+    check(soak(viewer_with, qtbot, soak_volume, seconds=seconds))

@@ -13,6 +13,9 @@ Seams (napari 0.9.2):
   ``Layer._refresh_sync``.
 - ``QtViewer._screenshot`` calls ``wait_until_idle``; ``Window._screenshot`` does not wait.
 - zarr: ``zarr.core.sync._get_loop`` (the event loop zarr's sync API runs on).
+- ``VispyCanvas._clean_and_update_scenegraph`` (layer removal): wrapped to make the canvas's GL
+  context current first (a napari 0.9.2 crash; see ``canvas_current_on_layer_removal``, issue 8).
+- ``QtLayerListModel.data`` / ``LoadedRole``: the layer list's delayed loading cue.
 """
 
 from __future__ import annotations
@@ -20,7 +23,8 @@ from __future__ import annotations
 import functools
 import threading
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -52,6 +56,49 @@ def render_canvas(viewer: Any) -> None:
 def vispy_node(viewer: Any, layer: Any) -> Any:
     """The vispy node napari hands a layer's sliced data to (for measuring what is shown)."""
     return viewer.window._qt_viewer.layer_to_visual[layer].node
+
+
+def _canvas_current_first(original: Callable[[Any], None], applies: Callable[[Any], bool]) -> Any:
+    """napari's layer-removal GL clean-up, with the canvas's GL context made current first."""
+
+    @functools.wraps(original)
+    def clean_and_update_scenegraph(self: Any) -> None:
+        scene_canvas = getattr(self, '_scene_canvas', None)
+        if scene_canvas is not None and applies(self):
+            try:
+                scene_canvas.set_current()
+            except AttributeError:  # the canvas is closing (no backend left): as napari's own finish
+                pass
+        original(self)
+
+    return clean_and_update_scenegraph
+
+
+@contextmanager
+def canvas_current_on_layer_removal() -> Iterator[None]:
+    """Inside the block, napari makes a canvas's GL context current before it cleans up a removed
+    layer, in every viewer (:func:`patch_napari` does it for viewers using our slicer).
+
+    A workaround for a napari 0.9.2 crash (issue 8): on layer removal napari's
+    ``VispyCanvas._clean_and_update_scenegraph`` runs ``gc.collect()`` and ``context.finish()``,
+    which executes vispy's queued GL commands (deleting the layer's textures, buffers and program,
+    ``glFinish``) outside ``paintGL`` without making the canvas's context current: whichever
+    context Qt last used is current (Qt's compositing context, in the same share group). Qt
+    requires ``makeCurrent()`` before GL calls outside ``paintGL``. Under Mesa llvmpipe a later
+    draw then segfaults in ``glDrawArrays`` once the layer churn hits the wrong state; with the
+    canvas made current first it does not.
+    """
+    from napari._vispy.canvas import VispyCanvas
+
+    original = VispyCanvas.__dict__.get('_clean_and_update_scenegraph')
+    if original is None:  # napari changed: nothing to work around here
+        yield
+        return
+    VispyCanvas._clean_and_update_scenegraph = _canvas_current_first(original, lambda _: True)
+    try:
+        yield
+    finally:
+        VispyCanvas._clean_and_update_scenegraph = original
 
 
 # --- layers ------------------------------------------------------------------------------
@@ -538,6 +585,7 @@ def patch_napari(slicer_type: type) -> None:
     from napari._qt.containers.qt_layer_model import QtLayerListModel
     from napari._qt.qt_main_window import Window
     from napari._qt.qt_viewer import QtViewer
+    from napari._vispy.canvas import VispyCanvas
     from napari.components import ViewerModel
     from napari.layers import Layer
     from napari.viewer import Viewer
@@ -555,6 +603,7 @@ def patch_napari(slicer_type: type) -> None:
         on_add_layer=ViewerModel._on_add_layer,
         labels_get_dtype=_labels_utils().get_dtype,
         layer_model_data=QtLayerListModel.data,
+        canvas_clean_up=VispyCanvas.__dict__.get('_clean_and_update_scenegraph'),
         had_sync_slicing='sync_slicing' in ViewerModel.__dict__,
     )
 
@@ -665,6 +714,13 @@ def patch_napari(slicer_type: type) -> None:
 
     QtLayerListModel.data = layer_model_data
 
+    if _saved['canvas_clean_up'] is not None:
+        # napari 0.9.2 crash on layer removal (issue 8, see canvas_current_on_layer_removal).
+        VispyCanvas._clean_and_update_scenegraph = _canvas_current_first(
+            _saved['canvas_clean_up'],
+            lambda canvas: isinstance(getattr(canvas.viewer, '_layer_slicer', None), slicer_type),
+        )
+
     if not _saved['had_sync_slicing']:
         from napari_async_slicing._sync import sync_slicing
 
@@ -735,6 +791,10 @@ def uninstall() -> None:
     from napari._qt.containers.qt_layer_model import QtLayerListModel
 
     QtLayerListModel.data = _saved['layer_model_data']
+    if _saved['canvas_clean_up'] is not None:
+        from napari._vispy.canvas import VispyCanvas
+
+        VispyCanvas._clean_and_update_scenegraph = _saved['canvas_clean_up']
     if not _saved['had_sync_slicing'] and 'sync_slicing' in ViewerModel.__dict__:
         delattr(ViewerModel, 'sync_slicing')
     _saved.clear()
