@@ -61,3 +61,18 @@ def test_disable_while_reads_are_in_flight(make_napari_viewer, server, remote_vo
     viewer.close()
     qtbot.waitUntil(lambda: not slicer_threads(), timeout=5000)
     assert errors == []
+
+
+def test_removing_a_layer_makes_the_canvas_current_first(viewer, qtbot):
+    """napari 0.9.2 runs a removed layer's GL clean-up without making the canvas's context
+    current (a segfault under Mesa, found by the soak): viewers on our slicer make it current."""
+
+    layer = viewer.add_image(np.zeros((4, 16, 16), np.uint8))
+    canvas = viewer.window._qt_viewer.canvas
+    calls: list[str] = []
+    original = canvas._scene_canvas.set_current
+    canvas._scene_canvas.set_current = lambda *a, **k: (calls.append('current'), original(*a, **k))[1]
+    finish = canvas._scene_canvas.context.finish
+    canvas._scene_canvas.context.finish = lambda *a, **k: (calls.append('finish'), finish(*a, **k))[1]
+    viewer.layers.remove(layer)
+    assert 'finish' in calls and calls.index('current') < calls.index('finish'), calls
