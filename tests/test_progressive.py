@@ -142,3 +142,37 @@ def test_closing_mid_read_leaves_no_thread(make_napari_viewer, slicer_enabled, o
     viewer.close()
     qtbot.waitUntil(lambda: not slicer_threads(), timeout=10000)
     assert not [t for t in threading.enumerate() if 'beside' in t.name]
+
+
+def test_one_level_of_a_pyramid_opened_alone_shows_the_coarsest_first(
+    viewer_with, ome_server, ome_path, qtbot
+):
+    import zarr
+
+    viewer = viewer_with(prefetch_radius=0)  # plane 3 must be read, not prefetched
+
+    from napari_async_slicing._io import open_store
+
+    group = zarr.open_group(store=open_store(ome_server.url_for(ome_path.name), store='fsspec'), mode='r')
+    layer = viewer.add_image(group['0'], name='level 0', contrast_limits=(0, 64 * NZ + 64))
+    qtbot.waitUntil(lambda: layer.loaded and layer._slice.image.raw.size > 1, timeout=20000)
+    viewer.dims.set_current_step(0, NZ - 1)  # the first step looks the pyramid up (metadata)
+    qtbot.waitUntil(lambda: layer.loaded and viewer.dims.current_step[0] == NZ - 1, timeout=20000)
+    shown = Shown(layer)
+    ome_server.configure(latency=LATENCY, bandwidth=BANDWIDTH)
+    viewer.dims.set_current_step(0, 3)
+    qtbot.waitUntil(lambda: layer.loaded, timeout=20000)
+    records = shown.records
+    assert records[0] == (3, LEVELS - 1, False), records  # the coarsest level, while loading
+    assert records[-1] == (3, 0, True), records  # then the plane itself
+    assert len(records) == 2, records
+
+
+def test_a_plain_array_gets_no_preview(viewer, server, remote_volume, qtbot):
+    layer = viewer.add_image(remote_volume, contrast_limits=(0, 1000))
+    qtbot.waitUntil(lambda: layer.loaded and layer._slice.image.raw.size > 1, timeout=20000)
+    for z in (2, 3):
+        viewer.dims.set_current_step(0, z)
+        qtbot.waitUntil(lambda z=z: layer.loaded and viewer.dims.current_step[0] == z, timeout=20000)
+    assert viewer._layer_slicer.stats()[0]['preview'] == 0
+    assert which_plane(np.asarray(layer._slice.image.raw)) == 3

@@ -336,3 +336,25 @@ def test_removing_a_layer_mid_load_cancels_its_reads(viewer, server, remote_volu
     again = add_remote(viewer, remote_volume)  # the viewer keeps working
     step_to(viewer, 4)
     qtbot.waitUntil(lambda: shown_plane(viewer, again) == 4 and again.loaded, timeout=5000)
+
+
+def test_an_apply_that_raises_is_reported_and_other_layers_still_show(
+    viewer, server, remote_volume, qtbot, errors, monkeypatch
+):
+    from napari_async_slicing.layers import _slice
+
+    broken = viewer.add_image(remote_volume, name='broken', contrast_limits=(0, 1000))
+    other = viewer.add_image(remote_volume, name='other', contrast_limits=(0, 1000))
+    qtbot.waitUntil(lambda: broken.loaded and other.loaded, timeout=10000)
+    apply = _slice.apply
+
+    def failing_apply(layer, response):
+        if layer is broken:
+            raise ValueError('cannot show this')
+        apply(layer, response)
+
+    monkeypatch.setattr(_slice, 'apply', failing_apply)
+    step_to(viewer, 9)
+    qtbot.waitUntil(lambda: broken.loaded and other.loaded and bool(errors), timeout=10000)
+    assert "layer 'broken'" in str(errors[0]) and 'cannot show this' in str(errors[0])
+    assert which_plane(np.asarray(other._slice.image.raw)) == 9

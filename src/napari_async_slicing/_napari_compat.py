@@ -20,6 +20,7 @@ Seams (napari 0.9.2):
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import threading
 import weakref
@@ -291,6 +292,41 @@ def coarse_response(request: Any, plane: Any) -> Any:
 def tile_to_data_scale(layer: Layer) -> Any:
     """The scale of the layer's ``tile2data`` transform (the shown level's downsampling)."""
     return layer._transforms['tile2data'].scale
+
+
+def has_single_level(request: Any) -> bool:
+    """A 2D single-scale request for a plane that is in bounds (it could show a coarser level)."""
+    return (
+        not getattr(request, 'multiscale', True)
+        and request.slice_input.ndisplay == 2
+        and not request._slice_out_of_bounds()
+    )
+
+
+def as_coarse_level_request(request: Any, coarse: Any, factors: tuple[float, ...]) -> Any:
+    """``request`` (single-scale) read from ``coarse``, a level downsampled by ``factors``.
+
+    Built as napari's multiscale request over two levels (the data and ``coarse``) showing all of
+    ``coarse``: napari's own code then maps the step to the coarse level and places its plane
+    (``tile2data`` scales by ``factors``).
+    """
+    import numpy as np
+
+    ndim = request.slice_input.ndim
+    shapes = np.array([request.data_at_data_level.shape, coarse.shape])
+    corners = np.zeros((2, ndim), dtype=int)
+    corners[1] = shapes[1] - 1
+    return dataclasses.replace(
+        request,
+        data_at_data_level=coarse,
+        data_at_thumbnail_level=coarse,
+        multiscale=True,
+        data_level=1,
+        thumbnail_level=1,
+        level_shapes=shapes,
+        downsample_factors=np.array([np.ones(ndim), factors]),
+        corner_pixels=corners,
+    )
 
 
 def reusing_thumbnail_plane(request_class: type) -> type:

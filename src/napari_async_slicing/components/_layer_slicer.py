@@ -19,6 +19,7 @@ and differs in how it schedules and applies work:
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 import time
 import traceback
@@ -717,10 +718,13 @@ class AsyncLayerSlicer:
                 item = self._done.popleft()
             except IndexError:
                 break
-            if isinstance(item, _Preview):
-                self._apply_preview(item)
-            else:
-                self._apply(item)
+            try:
+                if isinstance(item, _Preview):
+                    self._apply_preview(item)
+                else:
+                    self._apply(item)
+            except Exception:  # noqa: BLE001 - one layer's apply must not strand the others
+                self._apply_failed(item)
         self._maybe_prefetch()
 
     def _apply(self, task: _Task) -> None:
@@ -752,6 +756,19 @@ class AsyncLayerSlicer:
             outcome = 'stale'
             compat.mark_loaded(layer, task.request_id)
         self._record(task, layer, outcome)
+
+    def _apply_failed(self, item: _Task | _Preview) -> None:
+        """Showing a response raised (in napari's or our apply): say so, leave "loading"."""
+        error = sys.exc_info()[1]
+        if isinstance(item, _Preview):  # a preview is a bonus: its final still comes
+            logger.debug('showing a preview failed', exc_info=True)
+            return
+        layer = item.layer_ref()
+        if layer is None:
+            return
+        compat.mark_loaded(layer, item.request_id)
+        item.error = error
+        self._report_failure(layer, item)
 
     def _apply_preview(self, preview: _Preview) -> None:
         """Show a partial response if its task is still the layer's newest and not yet shown."""

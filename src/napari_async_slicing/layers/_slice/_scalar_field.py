@@ -44,6 +44,7 @@ from napari.layers.utils.layer_utils import calc_data_range
 from scipy import ndimage as ndi
 
 from napari_async_slicing import _napari_compat as compat
+from napari_async_slicing._pyramid import coarsest_level
 from napari_async_slicing._reading import (
     LazySource,
     Progress,
@@ -258,6 +259,13 @@ def _shown_request_class(base: type) -> type:
                 and compat.has_coarser_thumbnail(self)
             ):
                 return _progressive(self, base, progress)
+            if (
+                progress is not None
+                and self.display is not None
+                and isinstance(self.data_at_data_level, LazySource)
+                and compat.has_single_level(self)
+            ):
+                return _with_coarse_preview(self, base, progress)
             return shown_slice(base.__call__(self), self.display)
 
     ShownRequest.__qualname__ = ShownRequest.__name__ = f'Shown{base.__name__}'
@@ -286,9 +294,7 @@ def _progressive(request: Any, base: type, progress: Progress) -> Any:
         plane.set_result(data)
         if current_token().cancelled:
             return
-        settings = dataclasses.replace(
-            request.display, auto_contrast=False, needs_ranges=request.display.first_slice
-        )
+        settings = _preview_settings(request.display)
         try:
             preview = shown_slice(compat.coarse_response(request, data), settings, preview=True)
         except Exception:  # noqa: BLE001 - no preview; the final response still comes
@@ -308,6 +314,43 @@ def _progressive(request: Any, base: type, progress: Progress) -> Any:
     helper.add_done_callback(never_ran)
     response = base.__call__(dataclasses.replace(request, thumbnail_future=plane))
     return shown_slice(response, request.display)
+
+
+def _preview_settings(settings: DisplaySettings) -> DisplaySettings:
+    """A preview sets contrast limits only where the layer has none yet (its first slice)."""
+    return dataclasses.replace(settings, auto_contrast=False, needs_ranges=settings.first_slice)
+
+
+def _with_coarse_preview(request: Any, base: type, progress: Progress) -> Any:
+    """Worker: a single-scale plane of an OME-Zarr level, with the pyramid's coarsest level of
+    it read beside and published first (as multiscale layers do, see :func:`_progressive`)."""
+    source = request.data_at_data_level
+
+    def read_coarse() -> None:
+        found = coarsest_level(source.array)  # the group's metadata, once per array
+        if found is None:
+            return
+        coarse, factors = found
+        if tuple(source.shape) != tuple(source.array.shape):
+            return  # napari sliced the data before the request (not one of ours)
+        coarse_request = compat.as_coarse_level_request(request, LazySource(coarse), factors)
+        with coarse_request.dask_indexer():
+            response = base.__call__(coarse_request)
+        if current_token().cancelled:
+            return
+        progress.publish(shown_slice(response, _preview_settings(request.display), preview=True))
+
+    def run() -> None:
+        try:
+            read_coarse()
+        except Exception:  # noqa: BLE001 - no preview; the final response still comes
+            logger.debug('coarse preview failed', exc_info=True)
+
+    try:
+        progress.beside(run, first=True)
+    except RuntimeError:  # shutting down
+        pass
+    return shown_slice(base.__call__(request), request.display)
 
 
 def _displayed_view(raw: np.ndarray, settings: DisplaySettings) -> np.ndarray:

@@ -1,0 +1,84 @@
+"""The coarsest level of a single-scale zarr array that is one level of an OME-Zarr pyramid.
+
+A user may open one level of an OME-Zarr image on its own (``add_image(group['0'])``); napari
+then knows nothing of the others. The slicer can still show the coarse level of a new plane first
+(see ``layers._slice._scalar_field``). The group's metadata is read once per array, on a worker.
+"""
+
+from __future__ import annotations
+
+import threading
+import weakref
+from pathlib import Path
+from typing import Any
+
+#: id(array) -> (weak reference to the array, (coarsest level, downsampling per axis) or None).
+_found: dict[int, tuple[weakref.ReferenceType, Any]] = {}
+_lock = threading.Lock()
+
+
+def coarsest_level(array: Any) -> tuple[Any, tuple[float, ...]] | None:
+    """``(coarsest level, downsampling per axis)`` if ``array`` is a finer level of an OME-Zarr
+    multiscale image, else None. Reads the parent group's metadata the first time (I/O)."""
+    from napari_async_slicing._reading import _is_zarr_array
+
+    if not _is_zarr_array(array):
+        return None
+    key = id(array)
+    with _lock:
+        hit = _found.get(key)
+    if hit is not None and hit[0]() is array:
+        return hit[1]
+    try:
+        result = _look_up(array)
+    except Exception:  # noqa: BLE001 - no parent group, no metadata, no access: no preview
+        result = None
+
+    def forget(_: Any, key: int = key) -> None:
+        with _lock:
+            _found.pop(key, None)
+
+    with _lock:
+        _found[key] = (weakref.ref(array, forget), result)
+    return result
+
+
+def _parent_group(array: Any) -> tuple[Any, str] | tuple[None, None]:
+    import zarr
+    from zarr.storage import FsspecStore, LocalStore
+
+    store_path = array.store_path
+    path = store_path.path.rstrip('/')
+    if path:  # opened through its group: the parent is in the same store
+        parent, _, name = path.rpartition('/')
+        return zarr.open_group(store=store_path.store, path=parent, mode='r'), name
+    store = store_path.store  # opened on its own: a store one level up
+    if isinstance(store, LocalStore):
+        root = Path(store.root)
+        return zarr.open_group(store=LocalStore(root.parent, read_only=True), mode='r'), root.name
+    if isinstance(store, FsspecStore):
+        parent, _, name = store.path.rstrip('/').rpartition('/')
+        if parent:
+            up = FsspecStore(store.fs, path=parent, read_only=True)
+            return zarr.open_group(store=up, mode='r'), name
+    return None, None
+
+
+def _look_up(array: Any) -> tuple[Any, tuple[float, ...]] | None:
+    group, name = _parent_group(array)
+    if group is None:
+        return None
+    attrs = dict(group.attrs)
+    multiscales = attrs.get('ome', attrs).get('multiscales') or []
+    if not multiscales:
+        return None
+    paths = [str(d['path']) for d in multiscales[0].get('datasets', [])]
+    if name not in paths or paths.index(name) == len(paths) - 1:
+        return None  # not a level of this pyramid, or already the coarsest
+    coarse = group[paths[-1]]
+    if coarse.ndim != array.ndim:
+        return None
+    factors = tuple(a / c for a, c in zip(array.shape, coarse.shape, strict=True))
+    if any(f < 1 for f in factors) or all(f == 1 for f in factors):
+        return None
+    return coarse, factors
