@@ -17,6 +17,19 @@ _found: dict[int, tuple[weakref.ReferenceType, Any]] = {}
 _lock = threading.Lock()
 
 
+#: What :func:`known_coarsest_level` returns for an array not looked up yet.
+UNKNOWN = object()
+
+
+def known_coarsest_level(array: Any) -> Any:
+    """:func:`coarsest_level` if already looked up for ``array`` (no I/O), else ``UNKNOWN``."""
+    with _lock:
+        hit = _found.get(id(array))
+    if hit is not None and hit[0]() is array:
+        return hit[1]
+    return UNKNOWN
+
+
 def coarsest_level(array: Any) -> tuple[Any, tuple[float, ...]] | None:
     """``(coarsest level, downsampling per axis)`` if ``array`` is a finer level of an OME-Zarr
     multiscale image, else None. Reads the parent group's metadata the first time (I/O)."""

@@ -28,6 +28,7 @@ path with the raw response, so what is shown is always what napari would show.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import logging
@@ -44,7 +45,7 @@ from napari.layers.utils.layer_utils import calc_data_range
 from scipy import ndimage as ndi
 
 from napari_async_slicing import _napari_compat as compat
-from napari_async_slicing._pyramid import coarsest_level
+from napari_async_slicing._pyramid import UNKNOWN, coarsest_level, known_coarsest_level
 from napari_async_slicing._reading import (
     LazySource,
     Progress,
@@ -325,14 +326,19 @@ def _with_coarse_preview(request: Any, base: type, progress: Progress) -> Any:
     """Worker: a single-scale plane of an OME-Zarr level, with the pyramid's coarsest level of
     it read beside and published first (as multiscale layers do, see :func:`_progressive`)."""
     source = request.data_at_data_level
+    known = known_coarsest_level(source.array)
+    if known is None or tuple(source.shape) != tuple(source.array.shape):
+        # Not a level of a pyramid (or napari sliced the data before the request): as napari.
+        return shown_slice(base.__call__(request), request.display)
+    if known is UNKNOWN:
+        # Look the pyramid up beside this read (the group's metadata, once per array); the
+        # next step shows a preview if there is one.
+        with contextlib.suppress(RuntimeError):  # shutting down
+            progress.beside(functools.partial(coarsest_level, source.array))
+        return shown_slice(base.__call__(request), request.display)
+    coarse, factors = known
 
     def read_coarse() -> None:
-        found = coarsest_level(source.array)  # the group's metadata, once per array
-        if found is None:
-            return
-        coarse, factors = found
-        if tuple(source.shape) != tuple(source.array.shape):
-            return  # napari sliced the data before the request (not one of ours)
         coarse_request = compat.as_coarse_level_request(request, LazySource(coarse), factors)
         with coarse_request.dask_indexer():
             response = base.__call__(coarse_request)
