@@ -28,7 +28,7 @@ import random
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
 import numpy as np
@@ -95,14 +95,19 @@ def current_token() -> CancelToken:
 
 
 @contextmanager
-def bound_token(token: CancelToken) -> Iterator[None]:
-    """Bind ``token`` to this thread while a request runs."""
-    previous = getattr(_local, 'token', None)
-    _local.token = token
+def _bound(name: str, value: Any) -> Iterator[None]:
+    """Bind ``value`` as ``name`` to this thread inside the block."""
+    previous = getattr(_local, name, None)
+    setattr(_local, name, value)
     try:
         yield
     finally:
-        _local.token = previous
+        setattr(_local, name, previous)
+
+
+def bound_token(token: CancelToken) -> AbstractContextManager[None]:
+    """Bind ``token`` to this thread while a request runs."""
+    return _bound('token', token)
 
 
 class NeedsIO(Exception):
@@ -219,14 +224,9 @@ def current_progress() -> Progress | None:
     return getattr(_local, 'progress', None)
 
 
-@contextmanager
-def bound_progress(progress: Progress | None) -> Iterator[None]:
-    previous = getattr(_local, 'progress', None)
-    _local.progress = progress
-    try:
-        yield
-    finally:
-        _local.progress = previous
+def bound_progress(progress: Progress | None) -> AbstractContextManager[None]:
+    """Bind ``progress`` to this thread while a request runs (None: no partial results)."""
+    return _bound('progress', progress)
 
 
 def _read_timeout() -> float | None:
