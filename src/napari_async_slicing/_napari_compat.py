@@ -271,7 +271,6 @@ def coarse_response(request: Any, plane: Any) -> Any:
     The same plane napari uses as the thumbnail, placed as a tile of the thumbnail level (its
     ``tile2data`` scales by that level's downsampling, no crop).
     """
-    import numpy as np
     from napari.layers._scalar_field._slice import _ScalarFieldSliceResponse, _ScalarFieldView
     from napari.utils.transforms import Affine
 
@@ -310,8 +309,6 @@ def as_coarse_level_request(request: Any, coarse: Any, factors: tuple[float, ...
     ``coarse``: napari's own code then maps the step to the coarse level and places its plane
     (``tile2data`` scales by ``factors``).
     """
-    import numpy as np
-
     ndim = request.slice_input.ndim
     shapes = np.array([request.data_at_data_level.shape, coarse.shape])
     corners = np.zeros((2, ndim), dtype=int)

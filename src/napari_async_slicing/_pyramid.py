@@ -37,11 +37,10 @@ def coarsest_level(array: Any) -> tuple[Any, tuple[float, ...]] | None:
 
     if not _is_zarr_array(array):
         return None
+    known = known_coarsest_level(array)
+    if known is not UNKNOWN:
+        return known
     key = id(array)
-    with _lock:
-        hit = _found.get(key)
-    if hit is not None and hit[0]() is array:
-        return hit[1]
     try:
         result = _look_up(array)
     except Exception:  # noqa: BLE001 - no parent group, no metadata, no access: no preview

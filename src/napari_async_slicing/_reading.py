@@ -627,12 +627,13 @@ def read(array: Any, selection: tuple, token: CancelToken | None = None) -> np.n
     token = token or current_token()
     token.raise_if_cancelled()
     cache = _bound_cache()
-    if _is_zarr_array(array):
+    is_zarr = _is_zarr_array(array)
+    if is_zarr:
         plan = _zarr_plan(array, selection) if cache is not None else None
         if plan is not None:
             return _read_zarr_cached(array, plan, token, cache)  # tells when its I/O is out
     _issued()  # no finer signal elsewhere: the read starts now
-    if _is_zarr_array(array):
+    if is_zarr:
         if getattr(_local, 'cache_only', False):
             raise NeedsIO
         return _read_zarr(array, selection, token)

@@ -32,6 +32,7 @@ import contextlib
 import dataclasses
 import functools
 import logging
+from collections.abc import Callable
 from concurrent.futures import Future
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
@@ -293,15 +294,7 @@ def _progressive(request: Any, base: type, progress: Progress) -> Any:
             plane.set_exception(exc)
             return
         plane.set_result(data)
-        if current_token().cancelled:
-            return
-        settings = _preview_settings(request.display)
-        try:
-            preview = shown_slice(compat.coarse_response(request, data), settings, preview=True)
-        except Exception:  # noqa: BLE001 - no preview; the final response still comes
-            logger.debug('preview failed', exc_info=True)
-            return
-        progress.publish(preview)
+        _publish_preview(progress, request, lambda: compat.coarse_response(request, data))
 
     try:
         helper = progress.beside(read_coarse, first=True)
@@ -317,9 +310,24 @@ def _progressive(request: Any, base: type, progress: Progress) -> Any:
     return shown_slice(response, request.display)
 
 
-def _preview_settings(settings: DisplaySettings) -> DisplaySettings:
-    """A preview sets contrast limits only where the layer has none yet (its first slice)."""
-    return dataclasses.replace(settings, auto_contrast=False, needs_ranges=settings.first_slice)
+def _publish_preview(progress: Progress, request: Any, coarse_response: Callable[[], Any]) -> None:
+    """Beside thread: publish napari's response at a coarse level as ``request``'s preview.
+
+    The preview sets contrast limits only where the layer has none yet (its first slice). A
+    preview that fails is skipped: the final response still comes.
+    """
+    try:
+        response = coarse_response()
+        if current_token().cancelled:
+            return
+        settings = dataclasses.replace(
+            request.display, auto_contrast=False, needs_ranges=request.display.first_slice
+        )
+        preview = shown_slice(response, settings, preview=True)
+    except Exception:  # noqa: BLE001 - no preview
+        logger.debug('preview failed', exc_info=True)
+        return
+    progress.publish(preview)
 
 
 def _with_coarse_preview(request: Any, base: type, progress: Progress) -> Any:
@@ -338,24 +346,14 @@ def _with_coarse_preview(request: Any, base: type, progress: Progress) -> Any:
         return shown_slice(base.__call__(request), request.display)
     coarse, factors = known
 
-    def read_coarse() -> None:
+    def read_coarse() -> Any:
         coarse_request = compat.as_coarse_level_request(request, LazySource(coarse), factors)
         with coarse_request.dask_indexer():
-            response = base.__call__(coarse_request)
-        if current_token().cancelled:
-            return
-        progress.publish(shown_slice(response, _preview_settings(request.display), preview=True))
+            return base.__call__(coarse_request)
 
-    def run() -> None:
-        try:
-            read_coarse()
-        except Exception:  # noqa: BLE001 - no preview; the final response still comes
-            logger.debug('coarse preview failed', exc_info=True)
-
-    try:
-        progress.beside(run, first=True)
-    except RuntimeError:  # shutting down
-        pass
+    publish = functools.partial(_publish_preview, progress, request, read_coarse)
+    with contextlib.suppress(RuntimeError):  # shutting down
+        progress.beside(publish, first=True)
     return shown_slice(base.__call__(request), request.display)
 
 
