@@ -7,7 +7,7 @@ import time
 import numpy as np
 
 from .conftest import SHAPE, vispy_data
-from .test_cache import CHUNKS_PER_PLANE, add_remote, shown_plane, step_to
+from .test_cache import CHUNKS_PER_PLANE, add_remote, show, shown_plane, step_to
 
 
 def plane_requests(server, z: int) -> int:
@@ -107,3 +107,50 @@ def test_prefetch_radius_zero_turns_prefetch_off(viewer_with, server, remote_vol
     server.wait_idle()
     assert server.chunk_requests == CHUNKS_PER_PLANE
     assert viewer._layer_slicer.prefetch_counts['started'] == 0
+
+
+def first_request(server, z: int) -> float | None:
+    starts = [e['start'] for e in server.log if e['path'].startswith(f'volume.zarr/c/{z}/')]
+    return min(starts) if starts else None
+
+
+def test_a_steady_scrub_reads_its_next_plane_a_step_early(viewer_with, server, remote_volume, qtbot):
+    viewer = viewer_with(prefetch_radius=1)
+    slicer = viewer._layer_slicer
+    layer = add_remote(viewer, remote_volume)
+    show(viewer, layer, 1, qtbot)
+    qtbot.waitUntil(lambda: not slicer._prefetches, timeout=5000)  # 2 and 0, at rest
+    server.wait_idle()
+    server.configure(latency=0.5)
+    server.reset_counters()
+    step_to(viewer, 3)  # one move of +2: not yet steady, nothing read ahead
+    step_to(viewer, 5)  # +2 again: a steady scrub, so plane 7 is read now
+    qtbot.waitUntil(lambda: plane_requests(server, 7) + server.in_flight >= 2 * CHUNKS_PER_PLANE,
+                    timeout=3000)
+    assert first_request(server, 6) is None and first_request(server, 4) is None
+    qtbot.waitUntil(lambda: server.in_flight == 0 or plane_requests(server, 5) > 0, timeout=3000)
+    asked = time.perf_counter()
+    step_to(viewer, 7)
+    qtbot.waitUntil(lambda: shown_plane(viewer, layer) == 7 and layer.loaded, timeout=5000)
+    server.wait_idle()
+    # Plane 7's reads went out a step before it was asked for, and the visible request joined
+    # them: each of its chunks was requested once.
+    assert first_request(server, 7) < asked
+    assert plane_requests(server, 7) == CHUNKS_PER_PLANE
+
+
+def test_no_read_ahead_when_the_step_jumps_around(viewer_with, server, remote_volume, qtbot):
+    viewer = viewer_with(prefetch_radius=1)
+    slicer = viewer._layer_slicer
+    layer = add_remote(viewer, remote_volume)
+    show(viewer, layer, 1, qtbot)
+    qtbot.waitUntil(lambda: not slicer._prefetches, timeout=5000)
+    server.wait_idle()
+    server.configure(latency=0.3)
+    server.reset_counters()
+    for z in (3, 6, 8):  # +2, +3, +2: no stride twice in a row
+        step_to(viewer, z)
+    qtbot.waitUntil(lambda: shown_plane(viewer, layer) == 8 and layer.loaded, timeout=5000)
+    qtbot.waitUntil(lambda: not slicer._prefetches, timeout=5000)  # at rest: 9 and 7
+    server.wait_idle()
+    assert plane_requests(server, 10) == 0  # what a read-ahead of the last stride would read

@@ -207,6 +207,18 @@ def detached_dims(dims: Any) -> Any:
     return Dims(**dump)
 
 
+def dims_signature(dims: Any) -> tuple:
+    """Everything of ``dims`` but the step (what a detached copy must match to be reused)."""
+    return (
+        dims.ndim,
+        dims.ndisplay,
+        tuple(dims.order),
+        tuple(dims.range),
+        tuple(dims.margin_left),
+        tuple(dims.margin_right),
+    )
+
+
 def dims_nsteps(dims: Any) -> tuple[int, ...]:
     return tuple(int(n) for n in dims.nsteps)
 

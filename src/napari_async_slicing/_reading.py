@@ -68,15 +68,19 @@ class CancelToken:
         if self._event.wait(seconds):
             raise SliceCancelled
 
-    @contextmanager
-    def on_cancel(self, callback: Callable[[], Any]) -> Iterator[None]:
-        """Run ``callback`` if the token is cancelled while inside the block."""
+    def add_callback(self, callback: Callable[[], Any]) -> None:
+        """Run ``callback`` when the token is cancelled (now, if it already is)."""
         with self._lock:
             run_now = self._event.is_set()
             if not run_now:
                 self._callbacks.append(callback)
         if run_now:
             callback()
+
+    @contextmanager
+    def on_cancel(self, callback: Callable[[], Any]) -> Iterator[None]:
+        """Run ``callback`` if the token is cancelled while inside the block."""
+        self.add_callback(callback)
         try:
             yield
         finally:
@@ -114,6 +118,16 @@ class NeedsIO(Exception):
     """A cache-only read (the inline main-thread path) met a chunk that is not cached."""
 
 
+class Prefetched(Exception):
+    """A prefetch's read was sent: ``future`` completes when its chunks are in the cache (None:
+    they already were, or the read was done in place). The rest of the request (thumbnail,
+    contrast, display conversion) is not needed, so the read ends the request here."""
+
+    def __init__(self, future: concurrent.futures.Future | None = None) -> None:
+        super().__init__()
+        self.future = future
+
+
 class ReadCounters:
     """Chunk cache hits and misses of one request (summed into the layer's stats)."""
 
@@ -132,36 +146,24 @@ def bound_reading(
     cache_only: bool = False,
     dask_client: Any = None,
     read_timeout: float | None = None,
+    prefetch: bool = False,
 ) -> Iterator[None]:
     """Bind the chunk cache (and where reads count, whether they may do I/O) to this thread.
 
     ``read_timeout`` (seconds) bounds each zarr chunk read and the window in which transient
-    failures are retried.
+    failures are retried. With ``prefetch`` the first read only fills the cache and raises
+    :class:`Prefetched` (zarr chunk reads are sent, not waited for).
     """
-    previous = (
-        getattr(_local, 'cache', None),
-        getattr(_local, 'counters', None),
-        getattr(_local, 'cache_only', False),
-        getattr(_local, 'dask_client', None),
-        getattr(_local, 'read_timeout', None),
-    )
-    (
-        _local.cache,
-        _local.counters,
-        _local.cache_only,
-        _local.dask_client,
-        _local.read_timeout,
-    ) = (cache, counters, cache_only, dask_client, read_timeout or None)
+    names = ('cache', 'counters', 'cache_only', 'dask_client', 'read_timeout', 'prefetch')
+    previous = tuple(getattr(_local, name, None) for name in names)
+    values = (cache, counters, cache_only, dask_client, read_timeout or None, prefetch)
+    for name, value in zip(names, values):
+        setattr(_local, name, value)
     try:
         yield
     finally:
-        (
-            _local.cache,
-            _local.counters,
-            _local.cache_only,
-            _local.dask_client,
-            _local.read_timeout,
-        ) = previous
+        for name, value in zip(names, previous):
+            setattr(_local, name, value)
 
 
 class Progress:
@@ -505,6 +507,11 @@ def _read_zarr_cached(array: Any, plan: ChunkPlan, token: CancelToken, cache: An
             except BaseExceptionGroup as group:  # the first chunk that failed
                 raise group.exceptions[0] from None
 
+    if getattr(_local, 'prefetch', False):
+        todo = list(missing)
+        raise Prefetched(
+            asyncio.run_coroutine_threadsafe(fetch(todo), zarr_event_loop()) if todo else None
+        )
     if missing:
         with_retry(read_missing, token)
     else:
@@ -623,7 +630,17 @@ def _read_dask_cached(array: Any, plan: ChunkPlan, token: CancelToken, cache: An
 
 
 def read(array: Any, selection: tuple, token: CancelToken | None = None) -> np.ndarray:
-    """Read ``array[selection]`` as numpy, cancellably, with retries, through the bound cache."""
+    """Read ``array[selection]`` as numpy, cancellably, with retries, through the bound cache.
+
+    In a prefetch (``bound_reading(prefetch=True)``) raise :class:`Prefetched` instead.
+    """
+    data = _read(array, selection, token)
+    if getattr(_local, 'prefetch', False):
+        raise Prefetched  # read in place (not a cached zarr read): the chunks are cached now
+    return data
+
+
+def _read(array: Any, selection: tuple, token: CancelToken | None) -> np.ndarray:
     token = token or current_token()
     token.raise_if_cancelled()
     cache = _bound_cache()
