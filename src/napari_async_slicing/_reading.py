@@ -28,7 +28,7 @@ import random
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from typing import Any
 
 import numpy as np
@@ -154,16 +154,18 @@ def bound_reading(
     failures are retried. With ``prefetch`` the first read only fills the cache and raises
     :class:`Prefetched` (zarr chunk reads are sent, not waited for).
     """
-    names = ('cache', 'counters', 'cache_only', 'dask_client', 'read_timeout', 'prefetch')
-    previous = tuple(getattr(_local, name, None) for name in names)
-    values = (cache, counters, cache_only, dask_client, read_timeout or None, prefetch)
-    for name, value in zip(names, values):
-        setattr(_local, name, value)
-    try:
+    bindings = {
+        'cache': cache,
+        'counters': counters,
+        'cache_only': cache_only,
+        'dask_client': dask_client,
+        'read_timeout': read_timeout or None,
+        'prefetch': prefetch,
+    }
+    with ExitStack() as stack:
+        for name, value in bindings.items():
+            stack.enter_context(_bound(name, value))
         yield
-    finally:
-        for name, value in zip(names, previous):
-            setattr(_local, name, value)
 
 
 class Progress:
@@ -508,9 +510,8 @@ def _read_zarr_cached(array: Any, plan: ChunkPlan, token: CancelToken, cache: An
                 raise group.exceptions[0] from None
 
     if getattr(_local, 'prefetch', False):
-        todo = list(missing)
         raise Prefetched(
-            asyncio.run_coroutine_threadsafe(fetch(todo), zarr_event_loop()) if todo else None
+            asyncio.run_coroutine_threadsafe(fetch(missing), zarr_event_loop()) if missing else None
         )
     if missing:
         with_retry(read_missing, token)
