@@ -531,6 +531,12 @@ async def _shared_read(cache: Any, key: tuple, start: Callable[[], Any]) -> np.n
     """
     inflight = cache.inflight  # touched only on this loop: no lock
     entry = inflight.get(key)
+    if entry is None and key in cache:
+        # Read by someone else since this reader looked in the cache (on its worker): a read
+        # puts its chunk in the cache before it leaves ``inflight``, so one of the two holds it.
+        cached = cache.get(key)
+        if cached is not None:
+            return cached
     if entry is None:
         task = asyncio.ensure_future(start())
         entry = inflight[key] = [task, 0]
