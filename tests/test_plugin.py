@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import sys
 from importlib import metadata
@@ -51,10 +52,15 @@ def plugin_registered(npe2pm):
 
 
 @pytest.fixture
-def clean_option_env(monkeypatch):
-    """Option environment variables unset now and restored afterwards (the widget may set them)."""
+def clean_option_env():
+    """Option environment variables unset now and restored afterwards: the widget's "use as
+    defaults" writes them to ``os.environ`` (``monkeypatch.delenv`` of an unset name records
+    nothing to undo, so they leaked into later tests' viewers)."""
+    saved = {name: os.environ.pop(name) for name in OPTION_ENV if name in os.environ}
+    yield
     for name in OPTION_ENV:
-        monkeypatch.delenv(name, raising=False)
+        os.environ.pop(name, None)
+    os.environ.update(saved)
 
 
 @pytest.fixture
