@@ -93,6 +93,38 @@ def test_coarse_level_first_then_the_level_napari_picks(viewer, ome_server, ome_
     assert stats['preview'] >= 1 and stats['failed'] == 0
 
 
+def coarse_planes_read(server, ome_path) -> set[int]:
+    """Planes of the coarsest level the server was asked for (one chunk a plane here)."""
+    prefix = f'{ome_path.name}/{LEVELS - 1}/c/'
+    return {int(e['path'][len(prefix):].split('/')[0]) for e in server.log if e['path'].startswith(prefix)}
+
+
+def test_at_rest_the_coarse_level_around_the_plane_is_read_so_a_jump_shows_at_once(
+    viewer_with, ome_server, ome_path, qtbot
+):
+    viewer = viewer_with(prefetch_radius=2)
+    ome_server.reset_counters()
+    layer = add_remote(viewer, ome_server, ome_path, qtbot)  # at rest on plane NZ - 1
+    slicer = viewer._layer_slicer
+    # All NZ coarse planes (the window is 64 planes of at most 16 MiB) are read at rest.
+    qtbot.waitUntil(lambda: coarse_planes_read(ome_server, ome_path) == set(range(NZ)), timeout=10000)
+    qtbot.waitUntil(lambda: not slicer._prefetches, timeout=10000)
+    ome_server.wait_idle()
+    ome_server.reset_counters()
+    ome_server.configure(latency=LATENCY, bandwidth=BANDWIDTH)
+    shown = Shown(layer)
+    target = 2  # a jump: far beyond the neighbours prefetched at rest (radius 2)
+    viewer.dims.set_current_step(0, target)
+    qtbot.waitUntil(lambda: bool(shown.records), timeout=5000)
+    # The jump's first look is its coarse plane, shown while the plane itself is still read ...
+    assert shown.records[0] == (target, LEVELS - 1, False), shown.records
+    qtbot.waitUntil(lambda: layer.loaded, timeout=20000)
+    assert shown.records[-1] == (target, int(layer.data_level), True), shown.records
+    ome_server.wait_idle()
+    # ... and it came from the cache: the step asked the server for no coarse plane.
+    assert target not in coarse_planes_read(ome_server, ome_path)
+
+
 def test_a_scrub_never_shows_an_older_plane_or_a_coarser_refinement(
     viewer, ome_server, ome_path, qtbot
 ):

@@ -277,6 +277,24 @@ def thumbnail_plane(request: Any) -> Any:
     return request._project_thick_slice(request.data_at_thumbnail_level, data_slice)
 
 
+def thumbnail_level_index(request: Any) -> tuple[Any, tuple]:
+    """The thumbnail-level data of a 2D multiscale request and napari's index into it: ints (a
+    point) or slices (a thick slice, projected) on the axes not displayed."""
+    data_slice = request._thick_slice_at_level(request.thumbnail_level)
+    if request.projection_mode == 'none':
+        index = request._point_to_slices(data_slice.point)
+    else:
+        index = request._data_slice_to_slices(data_slice, request.slice_input.displayed)
+    return request.data_at_thumbnail_level, index
+
+
+def layer_axis(layer: Layer, world_axis: int, ndim_world: int) -> int | None:
+    """The layer's data axis for a world (dims) axis, or None if the layer does not have it
+    (napari aligns a layer's axes with the last ones of the world: ``_world_to_layer_dims``)."""
+    axis = world_axis - (ndim_world - layer.ndim)
+    return axis if 0 <= axis < layer.ndim else None
+
+
 def coarse_response(request: Any, plane: Any) -> Any:
     """napari's response for ``request`` showing the thumbnail-level ``plane`` over the whole field.
 

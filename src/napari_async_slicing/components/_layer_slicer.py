@@ -71,6 +71,12 @@ CACHED_INLINE_BUDGET_S = 0.008
 #: Steps further apart than this are not a steady scrub (no look-ahead prefetch).
 STEADY_INTERVAL_S = 1.0
 
+#: At rest, a multiscale layer's coarsest level is read for this many planes around the shown
+#: one (at most ``COARSE_WINDOW_BYTES``, or an eighth of the cache budget): the first look of a
+#: plane a jump away is then in the cache.
+COARSE_WINDOW_PLANES = 64
+COARSE_WINDOW_BYTES = 16 << 20
+
 
 def _plane_at(plane: tuple, step: tuple) -> tuple:
     """``plane`` (see :func:`_plane_of`) moved to ``step``."""
@@ -159,6 +165,8 @@ class _LayerState:
     write_callback: Callable[[Any], None] | None = None
     #: The last task served inline from the chunk cache, until another request comes.
     from_cache: _Task | None = None
+    #: The request of the final response the layer shows (the coarse window is read around it).
+    shown_request: Any = None
 
 
 class _FailureNotifier:
@@ -533,11 +541,29 @@ class AsyncLayerSlicer:
                 else:
                     self._stop(old)
             state.current = task
-            if self._defer_depth:
+            deferred = bool(self._defer_depth)
+            if deferred:
                 self._deferred.append(task)
             else:
                 self._start(task)
+        if not deferred and self._may_run_from_cache(state, task):
+            self._show_cached_preview(task)
         return task
+
+    def _show_cached_preview(self, task: _Task) -> None:
+        """Main thread, a worker now reads ``task``: if its coarse first look (progressive
+        multiscale) is all in the cache, show it now rather than after the worker's hop (the
+        worker's own preview of the same plane is then not shown)."""
+        try:
+            with bound_token(task.token), bound_reading(self.cache, cache_only=True):
+                response = _slice.cached_preview(task.request)
+        except NeedsIO:
+            return
+        except Exception:  # noqa: BLE001 - the worker shows its preview as usual
+            logger.debug('cached preview failed', exc_info=True)
+            return
+        if response is not None:
+            self._apply_preview(_Preview(task, response))
 
     def _same_as_newest(self, state: _LayerState, task: _Task) -> _Task | None:
         """napari submits each step twice: the second finds the first still running, or
@@ -834,6 +860,7 @@ class AsyncLayerSlicer:
             )
             state.lazy = not _slice.in_memory(task.request)
             state.wants_prefetch = not task.heavy and state.lazy
+            state.shown_request = task.request
             _slice.apply(layer, task.response)
             compat.mark_loaded(layer, task.request_id)
         else:
@@ -919,6 +946,7 @@ class AsyncLayerSlicer:
             axis, sign = state.motion or (compat.default_scrub_axis(dims), 1)
             if axis is None or axis >= len(step):
                 continue
+            self._prefetch_coarse_window(layer, state, axis)
             nsteps = compat.dims_nsteps(dims)[axis]
             offsets = [sign * k for k in range(1, radius + 1)] + [-sign * k for k in range(1, radius + 1)]
             steps = []
@@ -928,6 +956,33 @@ class AsyncLayerSlicer:
                     moved[axis] += offset
                     steps.append(tuple(moved))
             self._prefetch_steps(layer, dims, steps)
+
+    def _prefetch_coarse_window(self, layer: Any, state: _LayerState, axis: int) -> None:
+        """Main thread, at rest: read the coarsest level of the planes around the shown one along
+        world ``axis`` (multiscale layers; one lazy read, sent at once, small by construction:
+        ``COARSE_WINDOW_*``). Like all prefetch it stops when a visible request comes."""
+        request, dims = state.shown_request, state.dims
+        data_axis = compat.layer_axis(layer, axis, dims.ndim)
+        if request is None or data_axis is None:
+            return
+        budget = min(self.cache.max_bytes // 8, COARSE_WINDOW_BYTES)
+        try:
+            window = _slice.coarse_window(request, data_axis, budget, COARSE_WINDOW_PLANES)
+        except Exception:  # noqa: BLE001 - prefetch is best effort
+            logger.debug('coarse window failed', exc_info=True)
+            return
+        if window is None:
+            return
+        key = (id(layer), 'coarse window')
+        token = CancelToken()
+        with self._lock:
+            if key in self._prefetches.values():
+                return
+            self._prefetches[token] = key
+        try:
+            self._ahead_pool.submit(self._run_prefetch, token, window.__array__, False)
+        except RuntimeError:  # shut down
+            pass
 
     def _may_prefetch(self) -> bool:
         return (
@@ -975,10 +1030,10 @@ class AsyncLayerSlicer:
             cached = self._dims_copies[id(dims)] = (key, compat.detached_dims(dims))
         return cached[1]
 
-    def _run_prefetch(self, token: CancelToken, request: Any, wait_for_reads: bool) -> None:
-        """Prefetch thread: run a neighbour's request only as far as its first read, which sends
-        the chunk reads (never applied; its thumbnail and display work are not done); then wait
-        for them (cancellably) if ``wait_for_reads``."""
+    def _run_prefetch(self, token: CancelToken, request: Callable[[], Any], wait_for_reads: bool) -> None:
+        """Prefetch thread: run a neighbour's request (or a coarse window's read) only as far as
+        its first read, which sends the chunk reads (never applied; its thumbnail and display
+        work are not done); then wait for them (cancellably) if ``wait_for_reads``."""
         sent = None
         try:
             if token.cancelled:

@@ -310,24 +310,65 @@ def _progressive(request: Any, base: type, progress: Progress) -> Any:
     return shown_slice(response, request.display)
 
 
-def _publish_preview(progress: Progress, request: Any, coarse_response: Callable[[], Any]) -> None:
-    """Beside thread: publish napari's response at a coarse level as ``request``'s preview.
+def coarse_window(request: Any, axis: int, max_bytes: int, max_planes: int) -> LazySource | None:
+    """The thumbnail-level planes around ``request``'s along data ``axis``, as one lazy read
+    (cheap to build: nothing is read until it is materialised) (the planes nearest first would need as many reads; one covers the window's chunks once).
 
-    The preview sets contrast limits only where the layer has none yet (its first slice). A
-    preview that fails is skipped: the final response still comes.
+    Reading them at rest puts the first look of any plane a jump away in the cache: a step there
+    shows its coarse plane without waiting for a request (neuroglancer keeps coarse levels the
+    same way). At most ``max_planes`` planes (more for a thick slice) of at most ``max_bytes``
+    together; None if the request has no coarser level or does not read lazily.
     """
+    if not handles(request) or not compat.has_coarser_thumbnail(request):
+        return None
+    data, index = compat.thumbnail_level_index(request)
+    if not isinstance(data, LazySource) or axis >= len(index):
+        return None
+    at = index[axis]
+    start, stop = (at, at + 1) if isinstance(at, int) else (at.start, at.stop)
+    if start is None or stop is None:
+        return None  # a displayed axis
+    plane = data[index]
+    half = min(max_planes, max_bytes // max(1, plane.size * plane.dtype.itemsize)) // 2
+    if half < 1:
+        return None
+    window = list(index)
+    window[axis] = slice(max(0, start - half), min(data.shape[axis], stop + half))
+    return data[tuple(window)]
+
+
+def _publish_preview(progress: Progress, request: Any, coarse_response: Callable[[], Any]) -> None:
+    """Beside thread: publish napari's response at a coarse level as ``request``'s preview. A
+    preview that fails is skipped: the final response still comes."""
     try:
-        response = coarse_response()
+        preview = _as_preview(request, coarse_response())
         if current_token().cancelled:
             return
-        settings = dataclasses.replace(
-            request.display, auto_contrast=False, needs_ranges=request.display.first_slice
-        )
-        preview = shown_slice(response, settings, preview=True)
     except Exception:  # noqa: BLE001 - no preview
         logger.debug('preview failed', exc_info=True)
         return
     progress.publish(preview)
+
+
+def _as_preview(request: Any, response: Any) -> Any:
+    """napari's response at a coarse level, display data computed, as ``request``'s preview: it
+    sets contrast limits only where the layer has none yet (its first slice)."""
+    settings = dataclasses.replace(
+        request.display, auto_contrast=False, needs_ranges=request.display.first_slice
+    )
+    return shown_slice(response, settings, preview=True)
+
+
+def cached_preview(request: Any) -> Any | None:
+    """Main thread, cache-only reads bound: ``request``'s coarse first look if its plane is in the
+    cache (the coarse window read at rest, a revisit), else :class:`NeedsIO` or None."""
+    if not handles(request) or getattr(request, 'display', None) is None:
+        return None
+    if not compat.has_coarser_thumbnail(request):
+        return None
+    with request.dask_indexer():
+        plane = compat.thumbnail_plane(request)
+    return _as_preview(request, compat.coarse_response(request, plane))
 
 
 def _with_coarse_preview(request: Any, base: type, progress: Progress) -> Any:
