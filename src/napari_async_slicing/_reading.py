@@ -144,6 +144,7 @@ def bound_reading(
     *,
     counters: ReadCounters | None = None,
     cache_only: bool = False,
+    send_missing: bool = False,
     dask_client: Any = None,
     read_timeout: float | None = None,
     prefetch: bool = False,
@@ -152,12 +153,15 @@ def bound_reading(
 
     ``read_timeout`` (seconds) bounds each zarr chunk read and the window in which transient
     failures are retried. With ``prefetch`` the first read only fills the cache and raises
-    :class:`Prefetched` (zarr chunk reads are sent, not waited for).
+    :class:`Prefetched` (zarr chunk reads are sent, not waited for). With ``cache_only`` a read
+    that misses raises :class:`NeedsIO`; with ``send_missing`` too, a zarr read first sends its
+    missing chunks' reads (cancelled with the bound token), for the worker that retries it to join.
     """
     bindings = {
         'cache': cache,
         'counters': counters,
         'cache_only': cache_only,
+        'send_missing': send_missing,
         'dask_client': dask_client,
         'read_timeout': read_timeout or None,
         'prefetch': prefetch,
@@ -430,12 +434,18 @@ class ChunkPlan:
 
 
 def _cached_chunks(
-    cache: Any, source: Any, plan: ChunkPlan
+    cache: Any, source: Any, plan: ChunkPlan, send: Callable[[list], Any] | None = None
 ) -> tuple[dict[tuple[int, ...], np.ndarray], list[tuple[int, ...]]]:
-    """Chunks of ``plan`` found in the cache, and the ones missing; counts hits and misses."""
+    """Chunks of ``plan`` found in the cache, and the ones missing; counts hits and misses.
+
+    Cache-only (:func:`bound_reading`), a miss raises :class:`NeedsIO` before anything is
+    counted (the request is retried on a worker), after ``send(missing)`` where that is given.
+    """
     wanted = list(dict.fromkeys(plan.chunks))
     if getattr(_local, 'cache_only', False) and not all((source, c) in cache for c in wanted):
-        raise NeedsIO  # before counting: the request is retried on a worker
+        if send is not None:
+            send([c for c in wanted if (source, c) not in cache])
+        raise NeedsIO
     found: dict[tuple[int, ...], np.ndarray] = {}
     missing: list[tuple[int, ...]] = []
     for chunk in wanted:
@@ -475,11 +485,10 @@ def _read_zarr_cached(array: Any, plan: ChunkPlan, token: CancelToken, cache: An
     from napari_async_slicing._napari_compat import zarr_event_loop
 
     source = cache.source_key(array)
-    chunks, missing = _cached_chunks(cache, source, plan)
     limit = max(FETCH_CONCURRENCY, int(zarr.config.get('async.concurrency') or 10))
     timeout = _read_timeout()
 
-    async def fetch(todo: list[tuple[int, ...]]) -> None:
+    async def fetch(todo: list[tuple[int, ...]], into: dict) -> None:
         gate = asyncio.Semaphore(limit)
 
         async def read_chunk(chunk: tuple[int, ...]) -> np.ndarray:
@@ -489,17 +498,25 @@ def _read_zarr_cached(array: Any, plan: ChunkPlan, token: CancelToken, cache: An
 
         async def one(chunk: tuple[int, ...]) -> None:
             async with gate:
-                chunks[chunk] = await _shared_read(cache, (source, chunk), lambda: read_chunk(chunk))
+                into[chunk] = await _shared_read(cache, (source, chunk), lambda: read_chunk(chunk))
 
         async with asyncio.TaskGroup() as group:
             for chunk in todo:
                 group.create_task(one(chunk))
 
+    def send(todo: list[tuple[int, ...]]) -> None:
+        """The reads of ``todo`` go out now, for a worker's read of this plan to join."""
+        token.add_callback(asyncio.run_coroutine_threadsafe(fetch(todo, {}), zarr_event_loop()).cancel)
+
+    chunks, missing = _cached_chunks(
+        cache, source, plan, send if getattr(_local, 'send_missing', False) else None
+    )
+
     def read_missing() -> None:
         todo = [c for c in missing if c not in chunks]  # a retry fetches only what is left
         if not todo:
             return
-        future = asyncio.run_coroutine_threadsafe(fetch(todo), zarr_event_loop())
+        future = asyncio.run_coroutine_threadsafe(fetch(todo, chunks), zarr_event_loop())
         _issued()
         with token.on_cancel(future.cancel):
             try:
@@ -511,7 +528,7 @@ def _read_zarr_cached(array: Any, plan: ChunkPlan, token: CancelToken, cache: An
 
     if getattr(_local, 'prefetch', False):
         raise Prefetched(
-            asyncio.run_coroutine_threadsafe(fetch(missing), zarr_event_loop()) if missing else None
+            asyncio.run_coroutine_threadsafe(fetch(missing, {}), zarr_event_loop()) if missing else None
         )
     if missing:
         with_retry(read_missing, token)

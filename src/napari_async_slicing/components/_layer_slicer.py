@@ -555,7 +555,7 @@ class AsyncLayerSlicer:
         multiscale) is all in the cache, show it now rather than after the worker's hop (the
         worker's own preview of the same plane is then not shown)."""
         try:
-            with bound_token(task.token), bound_reading(self.cache, cache_only=True):
+            with self._reading(task.token, cache_only=True, send_missing=True):
                 response = _slice.cached_preview(task.request)
         except NeedsIO:
             return
@@ -564,6 +564,19 @@ class AsyncLayerSlicer:
             return
         if response is not None:
             self._apply_preview(_Preview(task, response))
+
+    @contextmanager
+    def _reading(self, token: CancelToken, **how: Any) -> Iterator[None]:
+        """Bind ``token``, the cache and the user's read options to this thread for a request's
+        reads; ``how``: see ``bound_reading``. Every path binds the same read timeout: a chunk
+        read it starts may be joined by another path's reader (``_reading._shared_read``)."""
+        with bound_token(token), bound_reading(
+            self.cache,
+            dask_client=self.options.dask_client,
+            read_timeout=self.options.read_timeout,
+            **how,
+        ):
+            yield
 
     def _same_as_newest(self, state: _LayerState, task: _Task) -> _Task | None:
         """napari submits each step twice: the second finds the first still running, or
@@ -633,12 +646,12 @@ class AsyncLayerSlicer:
         )
 
     def _run_from_cache(self, state: _LayerState, task: _Task) -> bool:
-        """Slice on the main thread if every chunk is cached (a revisit); False if one is not."""
+        """Slice on the main thread if every chunk is cached (a revisit); False if one is not,
+        after sending the missing chunks' reads of the read that missed (the worker that runs
+        the request next joins them: the reads go out at the step, not after the thread hop)."""
         started = time.perf_counter()
         try:
-            with bound_token(task.token), bound_reading(
-                self.cache, counters=task.counters, cache_only=True
-            ):
+            with self._reading(task.token, counters=task.counters, cache_only=True, send_missing=True):
                 response = task.request()
         except NeedsIO:  # a chunk is not cached: read it on a worker
             task.counters = ReadCounters()
@@ -702,12 +715,9 @@ class AsyncLayerSlicer:
         try:
             if task.token.cancelled:
                 raise SliceCancelled
-            with bound_token(task.token), bound_reading(
-                self.cache,
-                counters=task.counters,
-                dask_client=self.options.dask_client,
-                read_timeout=self.options.read_timeout,
-            ), bound_progress(self._progress(task)):
+            with self._reading(task.token, counters=task.counters), bound_progress(
+                self._progress(task)
+            ):
                 response = task.request()
             task.token.raise_if_cancelled()
         except SliceCancelled as exc:
@@ -1039,12 +1049,7 @@ class AsyncLayerSlicer:
             if token.cancelled:
                 raise SliceCancelled
             self.prefetch_counts['started'] += 1
-            with bound_token(token), bound_reading(
-                self.cache,
-                dask_client=self.options.dask_client,
-                read_timeout=self.options.read_timeout,
-                prefetch=True,
-            ):
+            with self._reading(token, prefetch=True):
                 request()
             self.prefetch_counts['done'] += 1  # read nothing lazily
         except Prefetched as prefetched:
