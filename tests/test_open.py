@@ -97,7 +97,8 @@ def ome_server(ome_path):
         yield srv
 
 
-def test_add_multiscale_reads_no_chunk_on_the_main_thread(viewer, ome_path, ome_server, qtbot):
+def test_add_multiscale_reads_no_chunk_on_the_main_thread(viewer_with, ome_path, ome_server, qtbot):
+    viewer = viewer_with(prefetch_radius=0)  # only what opening reads: no neighbours, no coarse window
     server = ome_server
     levels, kwargs = open_image(server.url_for(ome_path.name), store='fsspec')
     assert len(levels) == 3

@@ -648,10 +648,14 @@ class AsyncLayerSlicer:
     def _run_from_cache(self, state: _LayerState, task: _Task) -> bool:
         """Slice on the main thread if every chunk is cached (a revisit); False if one is not,
         after sending the missing chunks' reads of the read that missed (the worker that runs
-        the request next joins them: the reads go out at the step, not after the thread hop)."""
+        the request next joins them: the reads go out at the step, not after the thread hop),
+        unless the request reads a coarse first look before them (progressive multiscale)."""
         started = time.perf_counter()
         try:
-            with self._reading(task.token, counters=task.counters, cache_only=True, send_missing=True):
+            # Not while requests are deferred (opening a layer: the step may still move), nor
+            # ahead of a progressive request's coarse read.
+            send = not self._defer_depth and not _slice.reads_coarse_first(task.request)
+            with self._reading(task.token, counters=task.counters, cache_only=True, send_missing=send):
                 response = task.request()
         except NeedsIO:  # a chunk is not cached: read it on a worker
             task.counters = ReadCounters()

@@ -85,6 +85,12 @@ def cached_preview(request: Any) -> Any:
     return _scalar_field.cached_preview(request)
 
 
+def reads_coarse_first(request: Any) -> bool:
+    """Whether ``request`` reads a coarse first look before its own data (progressive
+    multiscale): its reads must not be sent ahead of that."""
+    return _scalar_field.reads_coarse_first(request)
+
+
 def in_memory(request: Any) -> bool:
     """True if the request reads no lazy data (nothing to wait for, nothing to cancel)."""
     if not dataclasses.is_dataclass(request):

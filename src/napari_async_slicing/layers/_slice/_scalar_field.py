@@ -359,6 +359,20 @@ def _as_preview(request: Any, response: Any) -> Any:
     return shown_slice(response, settings, preview=True)
 
 
+def reads_coarse_first(request: Any) -> bool:
+    """Whether a worker runs ``request`` progressively, its coarse plane's read sent before its
+    own (:func:`_progressive`, :func:`_with_coarse_preview`): nothing may send its reads sooner."""
+    if not handles(request) or getattr(request, 'display', None) is None:
+        return False
+    if compat.has_coarser_thumbnail(request):
+        return True
+    source = request.data_at_data_level
+    if not isinstance(source, LazySource) or not compat.has_single_level(request):
+        return False
+    known = known_coarsest_level(source.array)
+    return known is not None and known is not UNKNOWN and tuple(source.shape) == tuple(source.array.shape)
+
+
 def cached_preview(request: Any) -> Any | None:
     """Main thread, cache-only reads bound: ``request``'s coarse first look if its plane is in the
     cache (the coarse window read at rest, a revisit), else :class:`NeedsIO` or None."""
