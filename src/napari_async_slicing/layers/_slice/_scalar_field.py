@@ -254,20 +254,9 @@ def _shown_request_class(base: type) -> type:
 
         def __call__(self) -> Any:
             progress = current_progress()
-            if (
-                progress is not None
-                and self.display is not None
-                and self.thumbnail_future is None
-                and compat.has_coarser_thumbnail(self)
-            ):
-                return _progressive(self, base, progress)
-            if (
-                progress is not None
-                and self.display is not None
-                and isinstance(self.data_at_data_level, LazySource)
-                and compat.has_single_level(self)
-            ):
-                return _with_coarse_preview(self, base, progress)
+            path = _coarse_first_path(self) if progress is not None else None
+            if path is not None:
+                return path(self, base, progress)
             return shown_slice(base.__call__(self), self.display)
 
     ShownRequest.__qualname__ = ShownRequest.__name__ = f'Shown{base.__name__}'
@@ -359,26 +348,46 @@ def _as_preview(request: Any, response: Any) -> Any:
     return shown_slice(response, settings, preview=True)
 
 
+def _coarse_first_path(request: Any) -> Callable[[Any, type, Progress], Any] | None:
+    """How a worker (with partial results shown) runs a request that shows a coarse first look:
+    :func:`_progressive` (multiscale), :func:`_with_coarse_preview` (one level of a pyramid, if
+    it is one); None: napari's request as it is."""
+    if getattr(request, 'display', None) is None:
+        return None
+    if request.thumbnail_future is None and compat.has_coarser_thumbnail(request):
+        return _progressive
+    if isinstance(request.data_at_data_level, LazySource) and compat.has_single_level(request):
+        return _with_coarse_preview
+    return None
+
+
+def _known_pyramid(request: Any) -> Any:
+    """For a single-scale request: ``(coarsest level, factors)`` of the pyramid its data is a
+    level of, ``UNKNOWN`` if not looked up yet, None if it is no pyramid's level (or napari
+    sliced the data before the request)."""
+    source = request.data_at_data_level
+    known = known_coarsest_level(source.array)
+    if known is None or tuple(source.shape) != tuple(source.array.shape):
+        return None
+    return known
+
+
 def reads_coarse_first(request: Any) -> bool:
     """Whether a worker runs ``request`` progressively, its coarse plane's read sent before its
-    own (:func:`_progressive`, :func:`_with_coarse_preview`): nothing may send its reads sooner."""
-    if not handles(request) or getattr(request, 'display', None) is None:
+    own (:func:`_coarse_first_path`): nothing may send its reads sooner."""
+    if not handles(request):
         return False
-    if compat.has_coarser_thumbnail(request):
-        return True
-    source = request.data_at_data_level
-    if not isinstance(source, LazySource) or not compat.has_single_level(request):
-        return False
-    known = known_coarsest_level(source.array)
-    return known is not None and known is not UNKNOWN and tuple(source.shape) == tuple(source.array.shape)
+    path = _coarse_first_path(request)
+    if path is _with_coarse_preview:
+        known = _known_pyramid(request)
+        return known is not None and known is not UNKNOWN
+    return path is _progressive
 
 
 def cached_preview(request: Any) -> Any | None:
     """Main thread, cache-only reads bound: ``request``'s coarse first look if its plane is in the
     cache (the coarse window read at rest, a revisit), else :class:`NeedsIO` or None."""
-    if not handles(request) or getattr(request, 'display', None) is None:
-        return None
-    if not compat.has_coarser_thumbnail(request):
+    if not handles(request) or _coarse_first_path(request) is not _progressive:
         return None
     with request.dask_indexer():
         plane = compat.thumbnail_plane(request)
@@ -388,11 +397,10 @@ def cached_preview(request: Any) -> Any | None:
 def _with_coarse_preview(request: Any, base: type, progress: Progress) -> Any:
     """Worker: a single-scale plane of an OME-Zarr level, with the pyramid's coarsest level of
     it read beside and published first (as multiscale layers do, see :func:`_progressive`)."""
-    source = request.data_at_data_level
-    known = known_coarsest_level(source.array)
-    if known is None or tuple(source.shape) != tuple(source.array.shape):
-        # Not a level of a pyramid (or napari sliced the data before the request): as napari.
+    known = _known_pyramid(request)
+    if known is None:  # not a level of a pyramid: as napari
         return shown_slice(base.__call__(request), request.display)
+    source = request.data_at_data_level
     if known is UNKNOWN:
         # Look the pyramid up beside this read (the group's metadata, once per array); the
         # next step shows a preview if there is one.
