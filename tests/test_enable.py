@@ -57,3 +57,51 @@ def test_shown_viewer_gets_the_plane_dims_asks_for(viewer, qtbot):
 
     qtbot.waitUntil(shows_plane_3, timeout=5000)
     assert layer.loaded
+
+
+def test_viewers_on_our_slicer_run_at_its_switch_interval_until_closed(make_napari_viewer):
+    """The thread switch interval is held while a viewer uses our slicer (reads on other threads
+    are not held back by the main thread's work) and given back when the last one closes."""
+    import sys
+
+    before = sys.getswitchinterval()
+    assert before > 0.001  # the interpreter's 5 ms
+    with napari_async_slicing.enabled(switch_interval=0.002):
+        first = make_napari_viewer()
+        assert sys.getswitchinterval() == pytest.approx(0.002)
+        second = ViewerModel()  # a model alone (no Qt) uses our slicer too
+        assert isinstance(second._layer_slicer, AsyncLayerSlicer)
+        first.close()
+        assert sys.getswitchinterval() == pytest.approx(0.002)  # the second one still holds it
+        second._layer_slicer.shutdown()
+    assert sys.getswitchinterval() == pytest.approx(before)
+
+
+def test_the_shortest_claimed_switch_interval_wins_and_0_leaves_it(make_napari_viewer):
+    import sys
+
+    before = sys.getswitchinterval()
+    with napari_async_slicing.enabled(switch_interval=0):
+        model = ViewerModel()
+        assert sys.getswitchinterval() == pytest.approx(before)
+        model._layer_slicer.shutdown()
+    viewer = make_napari_viewer()
+    coarse = napari_async_slicing.enable_in(viewer, switch_interval=0.004)
+    assert sys.getswitchinterval() == pytest.approx(0.004)
+    other = AsyncLayerSlicer(napari_async_slicing.SlicingOptions(switch_interval=0.0005))
+    assert sys.getswitchinterval() == pytest.approx(0.0005)
+    other.shutdown()
+    assert sys.getswitchinterval() == pytest.approx(0.004)
+    napari_async_slicing.disable_in(viewer)  # the live swap shuts our slicer down
+    assert coarse.is_shut_down
+    assert sys.getswitchinterval() == pytest.approx(before)
+
+
+def test_switch_interval_option_reads_environment_and_validates(monkeypatch):
+    monkeypatch.setenv('NAPARI_ASYNC_SLICING_SWITCH_INTERVAL', '0.0025')
+    assert napari_async_slicing.SlicingOptions.from_env().switch_interval == 0.0025
+    assert napari_async_slicing.SlicingOptions().switch_interval == 0.001
+    with pytest.raises(ValueError):
+        napari_async_slicing.SlicingOptions(switch_interval=-1)
+    with pytest.raises(ValueError):
+        napari_async_slicing.SlicingOptions(switch_interval=1.0)

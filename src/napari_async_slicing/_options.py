@@ -28,6 +28,11 @@ class SlicingOptions:
     #: Seconds a chunk read may take (a stalled server) and the window in which transient
     #: failures are retried before the user is told (0 disables the timeout).
     read_timeout: float = 15.0
+    #: Python's thread switch interval (``sys.setswitchinterval``, seconds) while a viewer uses our
+    #: slicer; 0 leaves the interpreter's (5 ms). Reads run Python on other threads (zarr's event
+    #: loop, aiohttp, decoding) while the main thread paints; at 5 ms each of their many short
+    #: waits for the GIL can cost up to 5 ms, so a plane's reads crawl while napari works.
+    switch_interval: float = 0.001
     #: A ``distributed.Client``: dask-backed layers compute their chunks on its cluster (R21).
     #: Keyword only (no environment variable); ``enable(dask_client='default')`` uses the
     #: current default client.
@@ -42,6 +47,8 @@ class SlicingOptions:
             raise ValueError('prefetch_radius must be >= 0')
         if self.read_timeout < 0:
             raise ValueError('read_timeout must be >= 0')
+        if not 0 <= self.switch_interval <= 0.1:
+            raise ValueError(f'switch_interval must be within 0..0.1 s, got {self.switch_interval}')
         if isinstance(self.dask_client, str):
             if self.dask_client != 'default':
                 raise ValueError("dask_client must be a distributed.Client or 'default'")
@@ -60,7 +67,7 @@ class SlicingOptions:
                 continue
             if f.name == 'log':
                 values[f.name] = raw
-            elif f.name in ('screenshot_timeout', 'read_timeout'):
+            elif f.name in ('screenshot_timeout', 'read_timeout', 'switch_interval'):
                 values[f.name] = float(raw)
             else:
                 values[f.name] = int(raw)

@@ -34,6 +34,7 @@ from typing import Any
 from napari.utils.events.event import EmitterGroup, Event
 
 from napari_async_slicing import _napari_compat as compat
+from napari_async_slicing import _switch_interval
 from napari_async_slicing._options import SlicingOptions
 from napari_async_slicing._cache import ChunkCache
 from napari_async_slicing._reading import (
@@ -250,6 +251,10 @@ class AsyncLayerSlicer:
         self._shut_down = False
         self.screenshot_timeout = self.options.screenshot_timeout
         self._log = LatencyLog(self.options.log) if self.options.log else None
+        #: Held until shutdown (or until the slicer is garbage collected without one).
+        self._release_switch_interval = weakref.finalize(
+            self, _switch_interval.release, _switch_interval.claim(self.options.switch_interval)
+        )
 
     # --- napari's _LayerSlicer API ---------------------------------------------------------
 
@@ -394,6 +399,7 @@ class AsyncLayerSlicer:
             self._log.close()
         self.events.disconnect()
         self.events.ready.disconnect()
+        self._release_switch_interval()
 
     def stats(self) -> list[dict]:
         """Per-layer latency (last, p50, p95 in ms), requests in flight and outcome counts."""
