@@ -78,6 +78,10 @@ track_g3_last_of_25_latency = _track(
 track_s1_final_plane_latency = _track(
     'track_s1_final_plane_latency', 'S1', 'final_latency_ms', 'ms',
     'S1: time from the last scrub step until vispy holds its plane.')
+track_s1_final_after_due = _track(
+    'track_s1_final_after_due', 'S1', 'final_after_due_ms', 'ms',
+    'S1: time from when the last scrub step was due (had the main thread kept up with the drag) '
+    'until vispy holds its plane: the lag of the steps plus the final latency.')
 track_s1_max_main_thread_gap = _track(
     'track_s1_max_main_thread_gap', 'S1', 'max_gap_ms', 'ms',
     'S1: largest gap between main-thread heartbeat ticks during the scrub.')

@@ -100,7 +100,7 @@ def test_the_shortest_claimed_switch_interval_wins_and_0_leaves_it(make_napari_v
 def test_switch_interval_option_reads_environment_and_validates(monkeypatch):
     monkeypatch.setenv('NAPARI_ASYNC_SLICING_SWITCH_INTERVAL', '0.0025')
     assert napari_async_slicing.SlicingOptions.from_env().switch_interval == 0.0025
-    assert napari_async_slicing.SlicingOptions().switch_interval == 0.001
+    assert napari_async_slicing.SlicingOptions().switch_interval == 0.0  # off by default
     with pytest.raises(ValueError):
         napari_async_slicing.SlicingOptions(switch_interval=-1)
     with pytest.raises(ValueError):

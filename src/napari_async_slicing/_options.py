@@ -29,10 +29,11 @@ class SlicingOptions:
     #: failures are retried before the user is told (0 disables the timeout).
     read_timeout: float = 15.0
     #: Python's thread switch interval (``sys.setswitchinterval``, seconds) while a viewer uses our
-    #: slicer; 0 leaves the interpreter's (5 ms). Reads run Python on other threads (zarr's event
-    #: loop, aiohttp, decoding) while the main thread paints; at 5 ms each of their many short
-    #: waits for the GIL can cost up to 5 ms, so a plane's reads crawl while napari works.
-    switch_interval: float = 0.001
+    #: slicer; 0 (the default) leaves the interpreter's 5 ms. Reads run Python on other threads
+    #: (zarr's event loop, aiohttp, decoding): a shorter interval lets them through while the main
+    #: thread works, so reads finish sooner and more of a scrub's planes are shown, but each shown
+    #: plane costs the main thread a repaint (see the design doc's A/B before turning it on).
+    switch_interval: float = 0.0
     #: A ``distributed.Client``: dask-backed layers compute their chunks on its cluster (R21).
     #: Keyword only (no environment variable); ``enable(dask_client='default')`` uses the
     #: current default client.

@@ -49,6 +49,8 @@ METRICS: dict[str, tuple[Metric, ...]] = {
         Metric('planes_applied', 'planes applied (distinct planes vispy showed)', '', False),
         Metric('final_latency_ms', 'final-plane latency after last step', 'ms'),
         Metric('final_latency_ratio', 'final latency / request latency', 'x'),
+        Metric('scrub_lag_ms', 'how late the last step was set (a busy main thread delays the drag)', 'ms'),
+        Metric('final_after_due_ms', 'final plane shown after the last step was due (lag + latency)', 'ms'),
         Metric('chunk_requests', 'HTTP chunk requests', ''),
         Metric('idle_max_gap_ms', 'reference: max gap while idle before the scrub', 'ms'),
     ),
