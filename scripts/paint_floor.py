@@ -43,6 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     import napari
     from qtpy.QtCore import QTimer
 
+    from napari_async_slicing import _napari_compat as compat
     from napari_async_slicing._bench._probe import Heartbeat, now, run_for, run_until_quiet
 
     nz = 64
@@ -53,15 +54,14 @@ def main(argv: list[str] | None = None) -> int:
     viewer.window.resize(1024, 800)
     layer = viewer.add_image(volume, contrast_limits=(0, 65535))
     run_for(1.0)
-    node = viewer.window._qt_viewer.canvas.layer_to_visual[layer].node
-    canvas = viewer.window._qt_viewer.canvas
+    node = compat.vispy_node(viewer, layer)
     heartbeat = Heartbeat(3).start()
     run_until_quiet(heartbeat, quiet=0.3, timeout=5)
 
     counter = {'i': 0}
 
     def redraw() -> None:
-        canvas._scene_canvas.update()
+        compat.update_canvas(viewer)
 
     def upload() -> None:
         counter['i'] += 1

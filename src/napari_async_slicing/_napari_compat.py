@@ -54,6 +54,11 @@ def render_canvas(viewer: Any) -> None:
     viewer.window._qt_viewer.canvas._scene_canvas.render()
 
 
+def update_canvas(viewer: Any) -> None:
+    """Ask the viewer's canvas to repaint at the next frame (nothing else changes)."""
+    viewer.window._qt_viewer.canvas._scene_canvas.update()
+
+
 def vispy_node(viewer: Any, layer: Any) -> Any:
     """The vispy node napari hands a layer's sliced data to (for measuring what is shown)."""
     return viewer.window._qt_viewer.layer_to_visual[layer].node
