@@ -27,20 +27,25 @@ def claim(seconds: float) -> int | None:
             _original = sys.getswitchinterval()
         _next += 1
         _claims[_next] = seconds
-        sys.setswitchinterval(min(min(_claims.values()), _original))
+        _set_locked()
         return _next
 
 
 def release(key: int | None) -> None:
     """Give back a claim (idempotent); the last one restores the interval from before."""
-    global _original
     if key is None:
         return
     with _lock:
-        if _claims.pop(key, None) is None:
-            return
-        if _claims:
-            sys.setswitchinterval(min(min(_claims.values()), _original))
-        elif _original is not None:
-            sys.setswitchinterval(_original)
-            _original = None
+        if _claims.pop(key, None) is not None:
+            _set_locked()
+
+
+def _set_locked() -> None:
+    """With ``_lock`` held: the shortest claim (never longer than before), or, with none left,
+    the interval from before the first claim."""
+    global _original
+    if _claims:
+        sys.setswitchinterval(min(*_claims.values(), _original))
+    else:
+        sys.setswitchinterval(_original)
+        _original = None
