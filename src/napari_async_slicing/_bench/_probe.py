@@ -314,8 +314,13 @@ class StallSampler(threading.Thread):
     """While the main thread has not beaten for ``threshold`` seconds, sample its Python stack.
 
     Only active between :meth:`arm` and :meth:`disarm`. The result says where main-thread stalls
-    are spent: per function, inclusive sample counts, and the most frequent stacks.
+    are spent: per function, inclusive sample counts, the most frequent stacks, and the longest
+    stalls sample by sample (what one long freeze was made of).
     """
+
+    #: How many of the longest stalls are kept, and the frames (innermost first) shown per sample.
+    LONGEST = 3
+    FRAMES_PER_SAMPLE = 4
 
     def __init__(self, heartbeat: Heartbeat, threshold: float = 0.010, period: float = 0.002) -> None:
         super().__init__(name='bench-stall-sampler', daemon=True)
@@ -328,6 +333,10 @@ class StallSampler(threading.Thread):
         self.innermost: collections.Counter[str] = collections.Counter()
         self.stacks: collections.Counter[tuple[str, ...]] = collections.Counter()
         self.others: collections.Counter[str] = collections.Counter()
+        #: The stall being sampled (the heartbeat it follows, samples) and the longest ones,
+        #: as (duration in ms, [(ms into the stall, frames)]).
+        self._stall: tuple[float, list[tuple[float, tuple[str, ...]]]] | None = None
+        self.longest: list[tuple[float, list[tuple[float, tuple[str, ...]]]]] = []
         self._armed = threading.Event()
         self._stop = threading.Event()
 
@@ -355,7 +364,9 @@ class StallSampler(threading.Thread):
 
     def run(self) -> None:
         while not self._stop.wait(self.period):
-            if not self._armed.is_set() or now() - self.heartbeat.last < self.threshold:
+            last = self.heartbeat.last
+            if not self._armed.is_set() or now() - last < self.threshold:
+                self._end_stall(last)
                 continue
             frames = sys._current_frames()
             frame = frames.get(self.main_id)
@@ -378,6 +389,21 @@ class StallSampler(threading.Thread):
             for name in set(names):
                 self.inclusive[name] += 1
             self.stacks[tuple(names[:12])] += 1
+            if self._stall is None or self._stall[0] != last:
+                self._end_stall(last)
+                self._stall = (last, [])
+            self._stall[1].append(((now() - last) * 1000, tuple(names[: self.FRAMES_PER_SAMPLE])))
+
+    def _end_stall(self, last: float) -> None:
+        """The main thread beat again (at ``last``): keep the stall if it is among the longest."""
+        if self._stall is None or self._stall[0] == last:
+            return
+        start, samples = self._stall
+        self._stall = None
+        duration = (last - start) * 1000 if last > start else samples[-1][0]
+        self.longest.append((duration, samples))
+        self.longest.sort(key=lambda stall: -stall[0])
+        del self.longest[self.LONGEST:]
 
     def summary(self, top: int = 25) -> dict[str, Any]:
         return {
@@ -388,4 +414,6 @@ class StallSampler(threading.Thread):
             'innermost': self.innermost.most_common(top),
             'stacks': [[list(s), n] for s, n in self.stacks.most_common(8)],
             'other_threads_when_in_qt': self.others.most_common(top),
+            'longest': [[ms, [[at, list(frames)] for at, frames in samples]]
+                        for ms, samples in self.longest],
         }

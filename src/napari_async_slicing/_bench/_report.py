@@ -315,5 +315,17 @@ def stall_report(profiles: dict[str, Any]) -> str:
         lines += ['', 'most frequent stacks (innermost first):']
         for stack, n in prof['stacks']:
             lines += [f'  {n} samples:'] + [f'      {f}' for f in stack]
+        lines += ['', 'longest stalls, sample by sample (ms after the last heartbeat; innermost first; '
+                  'runs of one stack merged):']
+        for ms, samples in prof.get('longest', []):
+            lines.append(f'  a {ms:.0f} ms stall:')
+            runs: list[list] = []
+            for at, frames in samples:
+                if runs and runs[-1][2] == frames:
+                    runs[-1][1] = at
+                else:
+                    runs.append([at, at, frames])
+            for first, last, frames in runs:
+                lines.append(f'    {first:5.0f}-{last:5.0f} ms  ' + ' < '.join(frames))
         lines.append('')
     return '\n'.join(lines)
