@@ -507,6 +507,7 @@ def _read_zarr_cached(array: Any, plan: ChunkPlan, token: CancelToken, cache: An
     def send(todo: list[tuple[int, ...]]) -> None:
         """The reads of ``todo`` go out now, for a worker's read of this plan to join."""
         token.add_callback(asyncio.run_coroutine_threadsafe(fetch(todo, {}), zarr_event_loop()).cancel)
+        _local.sent = True
 
     chunks, missing = _cached_chunks(
         cache, source, plan, send if getattr(_local, 'send_missing', False) else None
@@ -536,6 +537,49 @@ def _read_zarr_cached(array: Any, plan: ChunkPlan, token: CancelToken, cache: An
         _issued()
     token.raise_if_cancelled()
     return plan.assemble(chunks, array.dtype)
+
+
+#: How long :func:`let_sent_reads_out` gives zarr's event loop to issue the reads sent.
+LET_OUT_S = 0.004
+
+
+def let_sent_reads_out(timeout: float | None = None) -> bool:
+    """Main thread, after a step: if this thread sent chunk reads (``send_missing``), wait until
+    zarr's event loop has started them, at most ``timeout``; True if it had.
+
+    Whatever the main thread does next (Qt repaints the window after a step) holds the GIL for
+    10-15 ms at a time on a software-GL machine, and the loop needs the GIL to put the requests
+    on the wire: without this they leave 20-40 ms after the step. Waiting here releases the GIL.
+    """
+    if not getattr(_local, 'sent', False):
+        return False
+    _local.sent = False
+    timeout = LET_OUT_S if timeout is None else timeout
+    if timeout <= 0:
+        return False
+    from napari_async_slicing._napari_compat import zarr_event_loop
+
+    future = asyncio.run_coroutine_threadsafe(_loop_quiet(), zarr_event_loop())
+    try:
+        future.result(timeout)
+    except concurrent.futures.TimeoutError:
+        future.cancel()
+        return False
+    return True
+
+
+async def _loop_quiet(max_turns: int = 32) -> None:
+    """Return once nothing else on this loop is ready to run: the reads scheduled before it wait
+    for the network (their requests are out). Without the loop's ready queue to look at, after
+    a few passes (the loop runs ready callbacks first in, first out)."""
+    loop = asyncio.get_running_loop()
+    ready = getattr(loop, '_ready', None)
+    for turn in range(max_turns):
+        await asyncio.sleep(0)
+        if ready is None and turn >= 7:
+            return
+        if ready is not None and not ready:
+            return
 
 
 async def _shared_read(cache: Any, key: tuple, start: Callable[[], Any]) -> np.ndarray:

@@ -47,6 +47,7 @@ from napari_async_slicing._reading import (
     bound_progress,
     bound_reading,
     bound_token,
+    let_sent_reads_out,
 )
 from napari_async_slicing.components._latency_log import LatencyLog
 from napari_async_slicing.components._stats import LayerStats
@@ -247,6 +248,8 @@ class AsyncLayerSlicer:
         #: While > 0 (see ``deferred``), tasks are queued but not started.
         self._defer_depth = 0
         self._deferred: list[_Task] = []
+        #: While not None (see ``_holding_starts``), tasks to start once ``submit`` is done.
+        self._held: list[_Task] | None = None
         self._notifier = _FailureNotifier()
         self._shut_down = False
         self.screenshot_timeout = self.options.screenshot_timeout
@@ -336,7 +339,13 @@ class AsyncLayerSlicer:
             keep.update((id(task.layer_ref()), _plane_at(task.plane, step))
                         for task, step in ahead if step is not None)
             self._cancel_prefetch(keep=keep)
-        tasks = [self._schedule(task) for task in tasks]
+        on_main = threading.current_thread() is self._main_thread
+        with self._holding_starts(on_main):
+            tasks = [self._schedule(task) for task in tasks]
+            if on_main:
+                # The reads sent at the step go out before Qt repaints the window (it holds the
+                # GIL meanwhile), and before the workers' Python competes with them for it.
+                let_sent_reads_out()
         for task, step in ahead:
             if step is not None:
                 self._prefetch_steps(task.layer_ref(), dims, [step], ahead=True)
@@ -534,8 +543,13 @@ class AsyncLayerSlicer:
             state.from_cache = None
         if self._runs_inline(state, task):
             return self._run_inline(state, task)
-        if self._may_run_from_cache(state, task) and self._run_from_cache(state, task):
-            return task
+        preview = None
+        if self._may_run_from_cache(state, task):
+            # A progressive request's coarse first look goes first: shown now if cached, else
+            # its reads are sent ahead of the data level's (the worker joins both).
+            preview, coarse_first = self._cached_preview(task)
+            if self._run_from_cache(state, task, coarse_first):
+                return task
         compat.mark_unloaded(layer, task.request_id)
         with self._lock:
             self._in_flight.add(task)
@@ -552,24 +566,30 @@ class AsyncLayerSlicer:
                 self._deferred.append(task)
             else:
                 self._start(task)
-        if not deferred and self._may_run_from_cache(state, task):
-            self._show_cached_preview(task)
+        if preview is not None and not deferred:
+            # Shown now rather than after the worker's hop (the worker's own preview of the
+            # same plane is then not shown).
+            self._apply_guarded(_Preview(task, preview))
         return task
 
-    def _show_cached_preview(self, task: _Task) -> None:
-        """Main thread, a worker now reads ``task``: if its coarse first look (progressive
-        multiscale) is all in the cache, show it now rather than after the worker's hop (the
-        worker's own preview of the same plane is then not shown)."""
+    def _cached_preview(self, task: _Task) -> tuple[Any, bool]:
+        """Main thread: ``task``'s coarse first look (progressive multiscale) if it is all in
+        the cache, else None after sending its reads (not while requests are deferred); and
+        whether the request's own reads may now be sent (its coarse look is on its way, or it
+        reads none first)."""
+        if not _slice.reads_coarse_first(task.request):
+            return None, True
+        if self._defer_depth:
+            return None, False
         try:
             with self._reading(task.token, cache_only=True, send_missing=True):
                 response = _slice.cached_preview(task.request)
         except NeedsIO:
-            return
+            return None, True
         except Exception:  # noqa: BLE001 - the worker shows its preview as usual
             logger.debug('cached preview failed', exc_info=True)
-            return
-        if response is not None:
-            self._apply_preview(_Preview(task, response))
+            return None, False
+        return response, response is not None
 
     @contextmanager
     def _reading(self, token: CancelToken, **how: Any) -> Iterator[None]:
@@ -630,7 +650,7 @@ class AsyncLayerSlicer:
         self._run_now(state, task)
         self._compute(task)
         self._finish(task)
-        self._apply(task)
+        self._apply_guarded(task)
         return task
 
     def _run_now(self, state: _LayerState, task: _Task) -> None:
@@ -651,16 +671,15 @@ class AsyncLayerSlicer:
             and not _slice.in_memory(task.request)
         )
 
-    def _run_from_cache(self, state: _LayerState, task: _Task) -> bool:
+    def _run_from_cache(self, state: _LayerState, task: _Task, send: bool = True) -> bool:
         """Slice on the main thread if every chunk is cached (a revisit); False if one is not,
-        after sending the missing chunks' reads of the read that missed (the worker that runs
-        the request next joins them: the reads go out at the step, not after the thread hop),
-        unless the request reads a coarse first look before them (progressive multiscale)."""
+        after sending the missing chunks' reads of the read that missed if ``send`` (the worker
+        that runs the request next joins them: the reads go out at the step, not after the
+        thread hop; not ahead of a coarse first look that is not on its way)."""
         started = time.perf_counter()
         try:
-            # Not while requests are deferred (opening a layer: the step may still move), nor
-            # ahead of a progressive request's coarse read.
-            send = not self._defer_depth and not _slice.reads_coarse_first(task.request)
+            # Not while requests are deferred (opening a layer: the step may still move).
+            send = send and not self._defer_depth
             with self._reading(task.token, counters=task.counters, cache_only=True, send_missing=send):
                 response = task.request()
         except NeedsIO:  # a chunk is not cached: read it on a worker
@@ -675,7 +694,7 @@ class AsyncLayerSlicer:
         self._run_now(state, task)
         state.from_cache = task
         self._finish(task)
-        self._apply(task)
+        self._apply_guarded(task)
         self._maybe_prefetch()
         return True
 
@@ -698,7 +717,25 @@ class AsyncLayerSlicer:
             error = task.error if outcome == 'failed' else None
             self._log.record(task, layer, outcome, error)
 
+    @contextmanager
+    def _holding_starts(self, hold: bool) -> Iterator[None]:
+        """Inside the block (if ``hold``: main thread only), tasks are started at its end."""
+        if not hold or self._held is not None:
+            yield
+            return
+        self._held = []
+        try:
+            yield
+        finally:
+            held, self._held = self._held, None
+            for task in held:
+                if not task.future.cancelled():  # superseded within the block
+                    self._start(task)
+
     def _start(self, task: _Task) -> None:
+        if self._held is not None and threading.current_thread() is self._main_thread:
+            self._held.append(task)
+            return
         executor = self._heavy if task.heavy else self._interactive
         try:
             executor.submit(self._run, task)
@@ -847,14 +884,19 @@ class AsyncLayerSlicer:
                 item = self._done.popleft()
             except IndexError:
                 break
-            try:
-                if isinstance(item, _Preview):
-                    self._apply_preview(item)
-                else:
-                    self._apply(item)
-            except Exception:  # noqa: BLE001 - one layer's apply must not strand the others
-                self._apply_failed(item)
+            self._apply_guarded(item)
         self._maybe_prefetch()
+
+    def _apply_guarded(self, item: _Task | _Preview) -> None:
+        """Show ``item``; if that raises, say so: one layer's apply must not strand the others,
+        nor raise out of the dims setter that submitted it (inline and cached slices)."""
+        try:
+            if isinstance(item, _Preview):
+                self._apply_preview(item)
+            else:
+                self._apply(item)
+        except Exception:  # noqa: BLE001
+            self._apply_failed(item)
 
     def _apply(self, task: _Task) -> None:
         layer = task.layer_ref()
