@@ -213,3 +213,21 @@ def test_nearly_done_request_finishes_and_is_shown_on_the_way(slicer):
     shown = [r[1][0] for r in layer.applied]
     assert second.result(timeout=5)  # finished although superseded
     assert shown == [1.0, 2.0, 4.0]  # plane 2 on the way; plane 3 was cancelled; never out of order
+
+
+def test_responses_that_finish_while_the_main_thread_is_busy_show_only_the_newest(slicer):
+    """Two planes of a layer finish before the main thread gets to them: it shows one (the
+    newer), never both in a row (two texture uploads for one frame), and the layer is loaded."""
+    posted: list = []
+    slicer._call_on_main = posted.append  # the main thread is busy: nothing it is sent runs yet
+    layer = TimedLayer()
+    layer.seconds = 0.03  # slow enough to go to a worker, not inline
+    first = slicer.submit(layers=[layer], dims=dims_at(1))
+    assert first.result(timeout=5)
+    second = slicer.submit(layers=[layer], dims=dims_at(2))
+    assert second.result(timeout=5)
+    assert layer.applied == [] and len(posted) == 1  # one drain asked for, for both
+    posted.pop()()  # the main thread gets to it
+    assert layer.applied == [(2, (2.0, 0.0, 0.0))]
+    assert layer.loaded
+    assert slicer.stats()[0]['stale'] == 1 and slicer.stats()[0]['applied'] == 1

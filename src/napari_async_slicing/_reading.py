@@ -24,6 +24,7 @@ import asyncio
 import bisect
 import concurrent.futures
 import itertools
+import logging
 import random
 import threading
 import time
@@ -32,6 +33,8 @@ from contextlib import AbstractContextManager, ExitStack, contextmanager
 from typing import Any
 
 import numpy as np
+
+logger = logging.getLogger(__name__)
 
 
 class SliceCancelled(Exception):
@@ -91,6 +94,99 @@ class CancelToken:
 
 _NEVER = CancelToken()
 _local = threading.local()
+
+
+# --- calls into zarr's event loop -----------------------------------------------------------
+# Every call made from another thread wakes the loop (a byte down its self-pipe). The send drops
+# the GIL, and getting it back behind a worker that is decoding costs the caller up to a switch
+# interval: one step of a scrub makes a dozen such calls (reads sent, prefetch and superseded
+# reads cancelled). Inside ``loop_calls_batched`` a thread's calls are collected and the loop is
+# woken once for all of them, in order.
+
+
+def _zarr_loop() -> asyncio.AbstractEventLoop:
+    from napari_async_slicing._napari_compat import zarr_event_loop
+
+    return zarr_event_loop()
+
+
+def _call_on_loop(loop: asyncio.AbstractEventLoop, callback: Callable[[], Any]) -> None:
+    pending = getattr(_local, 'loop_calls', None)
+    if pending is not None and pending[0] is loop:
+        pending[1].append(callback)
+    else:
+        loop.call_soon_threadsafe(callback)
+
+
+def _run_calls(callbacks: list[Callable[[], Any]]) -> None:
+    for callback in callbacks:
+        try:
+            callback()
+        except Exception:  # noqa: BLE001  (as the loop would: report, go on with the rest)
+            logger.exception('a call on zarr\'s event loop failed')
+
+
+def flush_loop_calls() -> None:
+    """Hand this thread's collected calls to the loop now (one wake-up); batching goes on."""
+    pending = getattr(_local, 'loop_calls', None)
+    if pending is not None and pending[1]:
+        loop, callbacks = pending[0], pending[1][:]
+        pending[1].clear()
+        loop.call_soon_threadsafe(_run_calls, callbacks)
+
+
+def result_of(future: concurrent.futures.Future, timeout: float | None = None) -> Any:
+    """Wait for a future of :func:`start_on_loop`: what it waits for may be in this thread's batch."""
+    flush_loop_calls()
+    return future.result(timeout)
+
+
+@contextmanager
+def loop_calls_batched() -> Iterator[None]:
+    """Collect this thread's calls into zarr's loop in the block; wake the loop once at its end."""
+    if getattr(_local, 'loop_calls', None) is not None:  # nested: the outer block flushes
+        yield
+        return
+    _local.loop_calls = (_zarr_loop(), [])
+    try:
+        yield
+    finally:
+        try:
+            flush_loop_calls()
+        finally:
+            _local.loop_calls = None
+
+
+def start_on_loop(coro: Any) -> concurrent.futures.Future:
+    """Run ``coro`` on zarr's loop; a future for its result, whose ``cancel()`` cancels it
+    (what ``asyncio.run_coroutine_threadsafe`` does, but both go through ``_call_on_loop``)."""
+    loop = _zarr_loop()
+    future: concurrent.futures.Future = concurrent.futures.Future()
+
+    def begin() -> None:
+        if future.cancelled():
+            coro.close()
+            future.set_running_or_notify_cancel()  # what tells ``futures.wait`` it was cancelled
+            return
+        task = loop.create_task(coro)
+
+        def finished(done: asyncio.Task) -> None:
+            if done.cancelled():
+                future.cancel()
+            if not future.set_running_or_notify_cancel():
+                return  # cancelled (waiters told now)
+            if done.exception() is not None:
+                future.set_exception(done.exception())
+            else:
+                future.set_result(done.result())
+
+        task.add_done_callback(finished)
+        future.add_done_callback(
+            lambda f: _call_on_loop(loop, task.cancel) if f.cancelled() else None
+        )
+
+    _call_on_loop(loop, begin)
+    return future
 
 
 def current_token() -> CancelToken:
@@ -329,15 +425,11 @@ def _is_dask_array(array: Any) -> bool:
 
 
 def _read_zarr(array: Any, selection: tuple, token: CancelToken) -> np.ndarray:
-    from napari_async_slicing._napari_compat import zarr_event_loop
-
     def read() -> np.ndarray:
-        future = asyncio.run_coroutine_threadsafe(
-            _timed(array.async_array.getitem(selection), _read_timeout()), zarr_event_loop()
-        )
+        future = start_on_loop(_timed(array.async_array.getitem(selection), _read_timeout()))
         with token.on_cancel(future.cancel):
             try:
-                return np.asarray(future.result())
+                return np.asarray(result_of(future))
             except concurrent.futures.CancelledError:
                 raise SliceCancelled from None
 
@@ -482,8 +574,6 @@ FETCH_CONCURRENCY = 32
 def _read_zarr_cached(array: Any, plan: ChunkPlan, token: CancelToken, cache: Any) -> np.ndarray:
     import zarr
 
-    from napari_async_slicing._napari_compat import zarr_event_loop
-
     source = cache.source_key(array)
     limit = max(FETCH_CONCURRENCY, int(zarr.config.get('async.concurrency') or 10))
     timeout = _read_timeout()
@@ -506,7 +596,7 @@ def _read_zarr_cached(array: Any, plan: ChunkPlan, token: CancelToken, cache: An
 
     def send(todo: list[tuple[int, ...]]) -> None:
         """The reads of ``todo`` go out now, for a worker's read of this plan to join."""
-        token.add_callback(asyncio.run_coroutine_threadsafe(fetch(todo, {}), zarr_event_loop()).cancel)
+        token.add_callback(start_on_loop(fetch(todo, {})).cancel)
         _local.sent = True
 
     chunks, missing = _cached_chunks(
@@ -517,11 +607,11 @@ def _read_zarr_cached(array: Any, plan: ChunkPlan, token: CancelToken, cache: An
         todo = [c for c in missing if c not in chunks]  # a retry fetches only what is left
         if not todo:
             return
-        future = asyncio.run_coroutine_threadsafe(fetch(todo, chunks), zarr_event_loop())
+        future = start_on_loop(fetch(todo, chunks))
         _issued()
         with token.on_cancel(future.cancel):
             try:
-                future.result()
+                result_of(future)
             except concurrent.futures.CancelledError:
                 raise SliceCancelled from None
             except BaseExceptionGroup as group:  # the first chunk that failed
@@ -529,7 +619,7 @@ def _read_zarr_cached(array: Any, plan: ChunkPlan, token: CancelToken, cache: An
 
     if getattr(_local, 'prefetch', False):
         raise Prefetched(
-            asyncio.run_coroutine_threadsafe(fetch(missing, {}), zarr_event_loop()) if missing else None
+            start_on_loop(fetch(missing, {})) if missing else None
         )
     if missing:
         with_retry(read_missing, token)
@@ -557,11 +647,9 @@ def let_sent_reads_out(timeout: float | None = None) -> bool:
     timeout = LET_OUT_S if timeout is None else timeout
     if timeout <= 0:
         return False
-    from napari_async_slicing._napari_compat import zarr_event_loop
-
-    future = asyncio.run_coroutine_threadsafe(_loop_quiet(), zarr_event_loop())
+    future = start_on_loop(_loop_quiet())  # after the reads and cancels: one wake-up for all
     try:
-        future.result(timeout)
+        result_of(future, timeout)
     except concurrent.futures.TimeoutError:
         future.cancel()
         return False

@@ -48,6 +48,7 @@ from napari_async_slicing._reading import (
     bound_reading,
     bound_token,
     let_sent_reads_out,
+    loop_calls_batched,
 )
 from napari_async_slicing.components._latency_log import LatencyLog
 from napari_async_slicing.components._stats import LayerStats
@@ -325,11 +326,20 @@ class AsyncLayerSlicer:
             raise RuntimeError('cannot submit slices after the slicer was shut down')
         tasks: list[_Task] = []
         sync_layers = []
-        for layer in layers:
-            if not self._force_sync and layer.visible and _slice.is_async_sliceable(layer, dims):
-                tasks.append(self._make_task(layer, dims, force))
-            else:
-                sync_layers.append(layer)
+        with loop_calls_batched():  # the reads this step sends and cancels: one wake-up of zarr's loop
+            for layer in layers:
+                if not self._force_sync and layer.visible and _slice.is_async_sliceable(layer, dims):
+                    tasks.append(self._make_task(layer, dims, force))
+                else:
+                    sync_layers.append(layer)
+            tasks = self._submit_async(tasks, dims)
+        for layer in sync_layers:
+            self._slice_sync(layer, dims, force)
+        if not tasks:
+            return None
+        return self._track(tasks)
+
+    def _submit_async(self, tasks: list[_Task], dims: Any) -> list[_Task]:
         # Prefetch stays strictly below visible requests: all of it stops but the reads of the
         # planes asked for now (a visible request joins them) and of the steps a steady scrub
         # will ask for next.
@@ -349,11 +359,7 @@ class AsyncLayerSlicer:
         for task, step in ahead:
             if step is not None:
                 self._prefetch_steps(task.layer_ref(), dims, [step], ahead=True)
-        for layer in sync_layers:
-            self._slice_sync(layer, dims, force)
-        if not tasks:
-            return None
-        return self._track(tasks)
+        return tasks
 
     def wait_until_idle(self, timeout: float | None = None) -> None:
         """Wait for all submitted slices; on the main thread also apply them before returning."""
@@ -879,26 +885,40 @@ class AsyncLayerSlicer:
     def _drain(self) -> None:
         with self._lock:
             self._drain_scheduled = False
+        items = []
         while True:
             try:
-                item = self._done.popleft()
+                items.append(self._done.popleft())
             except IndexError:
                 break
-            self._apply_guarded(item)
+        # Each layer shows at most one plane per drain, its newest: one texture upload, not one
+        # per response that finished while the main thread was busy.
+        newest: dict[int, int] = {}
+        for item in items:
+            if isinstance(item, _Task) and item.error is None:
+                key = id(item.layer_ref())
+                newest[key] = max(newest.get(key, 0), item.request_id)
+        for item in items:
+            task = item.task if isinstance(item, _Preview) else item
+            skip = task.request_id < newest.get(id(task.layer_ref()), 0)
+            if skip and isinstance(item, _Preview):
+                continue
+            self._apply_guarded(item, skip=skip)
         self._maybe_prefetch()
 
-    def _apply_guarded(self, item: _Task | _Preview) -> None:
-        """Show ``item``; if that raises, say so: one layer's apply must not strand the others,
-        nor raise out of the dims setter that submitted it (inline and cached slices)."""
+    def _apply_guarded(self, item: _Task | _Preview, skip: bool = False) -> None:
+        """Show ``item`` (unless ``skip``: then only its outcome is recorded); if that raises,
+        say so: one layer's apply must not strand the others, nor raise out of the dims setter
+        that submitted it (inline and cached slices)."""
         try:
             if isinstance(item, _Preview):
                 self._apply_preview(item)
             else:
-                self._apply(item)
+                self._apply(item, skip)
         except Exception:  # noqa: BLE001
             self._apply_failed(item)
 
-    def _apply(self, task: _Task) -> None:
+    def _apply(self, task: _Task, skip: bool = False) -> None:
         layer = task.layer_ref()
         if layer is None or self._shut_down:
             return
@@ -912,7 +932,7 @@ class AsyncLayerSlicer:
             compat.mark_loaded(layer, task.request_id)
             if task.request_id == state.latest_id and task.epoch == state.epoch:
                 self._report_failure(layer, task)
-        elif task.epoch == state.epoch and (
+        elif not skip and task.epoch == state.epoch and (
             task.request_id > state.shown_id
             or (task.request_id == state.shown_id and state.shown_preview)
         ):
