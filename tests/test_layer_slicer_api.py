@@ -231,3 +231,73 @@ def test_responses_that_finish_while_the_main_thread_is_busy_show_only_the_newes
     assert layer.applied == [(2, (2.0, 0.0, 0.0))]
     assert layer.loaded
     assert slicer.stats()[0]['stale'] == 1 and slicer.stats()[0]['applied'] == 1
+
+
+
+@dataclass(frozen=True)
+class StubbornRequest:
+    """A read of ``seconds`` that, once its gate opens, cannot be stopped: it finishes even
+    when superseded nearly done (as a remote read does whose chunks are all in)."""
+
+    id: int
+    point: tuple
+    gate: threading.Event
+    seconds: float = 0.03
+    slice_input: SliceInput = SliceInput(2)
+
+    def __call__(self) -> tuple:
+        start = time.monotonic()
+        assert self.gate.wait(5)
+        time.sleep(max(0.0, self.seconds - (time.monotonic() - start)))
+        return (self.id, self.point)
+
+
+class StubbornLayer(Layer):
+    def __init__(self) -> None:
+        super().__init__()
+        self.gates: dict[int, threading.Event] = {}
+
+    def _make_slice_request(self, dims):
+        self._n += 1
+        self.gates[self._n] = threading.Event()
+        return StubbornRequest(self._n, tuple(dims.point), self.gates[self._n])
+
+
+def test_planes_stepped_past_are_shown_only_as_often_as_the_main_thread_affords(slicer):
+    from napari_async_slicing.components._layer_slicer import FINISH_FRACTION
+    from napari_async_slicing.components._plane_budget import PlaneBudget
+
+    now = [0.0]
+    slicer._budget = PlaneBudget(lambda: now[0])
+    posted: list = []
+    slicer._call_on_main = posted.append  # drains run when the test says
+    layer = StubbornLayer()
+
+    def finish(task) -> None:
+        layer.gates[task.request_id].set()
+        assert wait_for(task.future.done, 5) and wait_for(lambda: posted, 5)
+        posted.pop()()
+
+    def step_past(z: int):
+        """Step on while the layer's current read is nearly done: it finishes, superseded."""
+        state = slicer._states[layer]
+        task = state.current
+        assert wait_for(lambda: task.started is not None and time.perf_counter() - task.started
+                        >= FINISH_FRACTION * state.compute_s, 5)
+        slicer.submit(layers=[layer], dims=dims_at(z))
+        assert state.finishing is task
+        return task
+
+    slicer.submit(layers=[layer], dims=dims_at(0))
+    finish(slicer._states[layer].current)  # the layer's read time is now known (~30 ms)
+    slicer.submit(layers=[layer], dims=dims_at(1))
+    finish(step_past(2))
+    shown = lambda: [r[0] for r in layer.applied]  # noqa: E731
+    assert shown() == [1, 2]  # a plane stepped past: shown, the main thread had time
+    finish(step_past(3))
+    assert shown() == [1, 2]  # 2's frame is not on screen yet: 3 is not shown
+    now[0] += 0.040
+    slicer._budget.frame_shown()  # showing 2 cost 40 ms
+    finish(slicer._states[layer].current)
+    assert shown() == [1, 2, 4]  # the newest request: never held back
+    assert layer.loaded

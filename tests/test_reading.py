@@ -98,3 +98,26 @@ def test_cancelling_stops_the_coroutine_and_wakes_waiters(loop):
     assert asyncio.run_coroutine_threadsafe(
         asyncio.wait_for(stopped.wait(), TIMEOUT), loop
     ).result(TIMEOUT * 2) is True
+
+
+def test_a_step_does_not_send_reads_already_on_their_way():
+    """A scrub's next plane was sent ahead: the step that asks for it sends only the rest."""
+    from types import SimpleNamespace
+
+    from napari_async_slicing._reading import NeedsIO, _bound, _cached_chunks
+
+    class Cache(dict):
+        inflight: dict = {}
+
+    cache = Cache({('src', (1, 0)): 'decoded'})
+    cache.inflight = {('src', (0, 1)): []}
+    plan = SimpleNamespace(chunks=[(0, 0), (0, 1), (1, 0)])
+    sent: list = []
+    with _bound('cache_only', True):
+        with pytest.raises(NeedsIO):  # the worker reads it (joining the reads in flight)
+            _cached_chunks(cache, 'src', plan, sent.append)
+        assert sent == [[(0, 0)]]
+        cache.inflight[('src', (0, 0))] = []
+        with pytest.raises(NeedsIO):
+            _cached_chunks(cache, 'src', plan, sent.append)
+    assert sent == [[(0, 0)]]  # all on their way: nothing more sent (no wake-up, no wait)

@@ -46,7 +46,7 @@ class ChunkCache:
         self._generations: dict[str, int] = {}
         self._counter = count()
         #: Chunk reads in flight by key, shared by their readers (``_reading._shared_read``);
-        #: touched only on zarr's event loop.
+        #: changed only on zarr's event loop (other threads may look: ``key in inflight``).
         self.inflight: dict[tuple, list] = {}
 
     @property

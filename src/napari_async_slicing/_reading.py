@@ -536,7 +536,12 @@ def _cached_chunks(
     wanted = list(dict.fromkeys(plan.chunks))
     if getattr(_local, 'cache_only', False) and not all((source, c) in cache for c in wanted):
         if send is not None:
-            send([c for c in wanted if (source, c) not in cache])
+            # Not those on their way already (a scrub's next plane, sent ahead): a look from
+            # this thread at what zarr's loop is reading may be stale, and that is harmless:
+            # a read sent twice is read once, one not sent is read by the worker.
+            todo = [c for c in wanted if (source, c) not in cache and (source, c) not in cache.inflight]
+            if todo:
+                send(todo)
         raise NeedsIO
     found: dict[tuple[int, ...], np.ndarray] = {}
     missing: list[tuple[int, ...]] = []
@@ -678,7 +683,7 @@ async def _shared_read(cache: Any, key: tuple, start: Callable[[], Any]) -> np.n
     that task. A reader that is cancelled stops waiting; the read itself is cancelled only when
     nobody waits for it any more, so cancellation still stops I/O nobody needs.
     """
-    inflight = cache.inflight  # touched only on this loop: no lock
+    inflight = cache.inflight  # changed only on this loop (no lock); other threads may look
     entry = inflight.get(key)
     if entry is None and key in cache:
         # Read by someone else since this reader looked in the cache (on its worker): a read
