@@ -932,12 +932,6 @@ def napari_slicer() -> Any:
     return _LayerSlicer()
 
 
-def frame_swapped_signal(qt_viewer: Any) -> Any:
-    """The canvas widget's ``frameSwapped`` (a ``QOpenGLWidget``: a frame is on screen), or None."""
-    canvas = getattr(getattr(qt_viewer, 'canvas', None), '_scene_canvas', None)
-    return getattr(getattr(canvas, 'native', None), 'frameSwapped', None)
-
-
 def _is_ours(slicer: Any) -> bool:
     return hasattr(slicer, 'attach_main_thread')
 
@@ -955,7 +949,7 @@ def connect_slicer(viewer: Any, slicer: Any, qt_viewer: Any | None) -> None:
         return
     if qt_viewer is not None:
         slicer.events.ready.disconnect(qt_viewer._on_slice_ready)
-        slicer.attach_main_thread(frames=frame_swapped_signal(qt_viewer))
+        slicer.attach_main_thread()
     slicer_ref = weakref.ref(slicer)
 
     def forget(event: Any) -> None:

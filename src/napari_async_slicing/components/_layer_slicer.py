@@ -18,7 +18,6 @@ and differs in how it schedules and applies work:
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import sys
 import threading
@@ -52,7 +51,6 @@ from napari_async_slicing._reading import (
     loop_calls_batched,
 )
 from napari_async_slicing.components._latency_log import LatencyLog
-from napari_async_slicing.components._plane_budget import PlaneBudget
 from napari_async_slicing.components._stats import LayerStats
 from napari_async_slicing.layers import _slice
 
@@ -244,8 +242,6 @@ class AsyncLayerSlicer:
         self._done: deque[_Task | _Preview] = deque()
         self._drain_scheduled = False
         self._call_on_main: Callable[[Callable[[], None]], None] | None = None
-        self._budget = PlaneBudget()
-        self._frames: Any = None  # the canvas's frameSwapped signal, once attached
         #: Told when a layer starts or stops loading (the layer list's delayed cue; Qt only).
         self._loading_cue: Callable[[Any, bool], None] | None = None
         self._main_thread = threading.main_thread()
@@ -419,10 +415,6 @@ class AsyncLayerSlicer:
         self.events.disconnect()
         self.events.ready.disconnect()
         self._release_switch_interval()
-        if self._frames is not None:
-            with contextlib.suppress(RuntimeError, TypeError):  # the canvas may be gone first
-                self._frames.disconnect(self._budget.frame_shown)
-            self._frames = None
 
     def stats(self) -> list[dict]:
         """Per-layer latency (last, p50, p95 in ms), requests in flight and outcome counts."""
@@ -461,15 +453,11 @@ class AsyncLayerSlicer:
 
     # --- hooks for the Qt side ---------------------------------------------------------------
 
-    def attach_main_thread(self, frames: Any = None) -> None:
-        """Apply responses on the Qt main thread (called by our ``QtViewer`` hook); ``frames``:
-        a signal emitted when the canvas has put a frame on screen (paces intermediate planes)."""
+    def attach_main_thread(self) -> None:
+        """Apply responses on the Qt main thread (called by our ``QtViewer`` hook)."""
         from napari_async_slicing._qt._main_thread import MainThreadCaller
 
         self._call_on_main = MainThreadCaller()
-        if frames is not None:
-            frames.connect(self._budget.frame_shown)
-            self._frames = frames
         from napari_async_slicing._qt._loading_cue import loading_changed
 
         self._loading_cue = loading_changed
@@ -910,29 +898,13 @@ class AsyncLayerSlicer:
             if isinstance(item, _Task) and item.error is None:
                 key = id(item.layer_ref())
                 newest[key] = max(newest.get(key, 0), item.request_id)
-        # Planes a newer step has superseded take at most about half the main thread (PlaneBudget).
-        allowed, intermediate = self._budget.allows(), False
         for item in items:
             task = item.task if isinstance(item, _Preview) else item
             skip = task.request_id < newest.get(id(task.layer_ref()), 0)
             if skip and isinstance(item, _Preview):
                 continue
-            if not skip and isinstance(item, _Task) and self._is_intermediate(item):
-                skip, intermediate = not allowed, intermediate or allowed
             self._apply_guarded(item, skip=skip)
-        if intermediate:
-            self._budget.shown()
         self._maybe_prefetch()
-
-    def _is_intermediate(self, task: _Task) -> bool:
-        """``task`` would show a plane the user has already stepped past (a newer request)."""
-        state = self._states.get(task.layer_ref())
-        return (
-            state is not None
-            and task.error is None
-            and task.epoch == state.epoch
-            and state.shown_id < task.request_id < state.latest_id
-        )
 
     def _apply_guarded(self, item: _Task | _Preview, skip: bool = False) -> None:
         """Show ``item`` (unless ``skip``: then only its outcome is recorded); if that raises,
