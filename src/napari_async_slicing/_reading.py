@@ -112,8 +112,8 @@ def _zarr_loop() -> asyncio.AbstractEventLoop:
 
 def _call_on_loop(loop: asyncio.AbstractEventLoop, callback: Callable[[], Any]) -> None:
     pending = getattr(_local, 'loop_calls', None)
-    if pending is not None and pending[0] is loop:
-        pending[1].append(callback)
+    if pending is not None:
+        pending.append((loop, callback))
     else:
         loop.call_soon_threadsafe(callback)
 
@@ -129,9 +129,13 @@ def _run_calls(callbacks: list[Callable[[], Any]]) -> None:
 def flush_loop_calls() -> None:
     """Hand this thread's collected calls to the loop now (one wake-up); batching goes on."""
     pending = getattr(_local, 'loop_calls', None)
-    if pending is not None and pending[1]:
-        loop, callbacks = pending[0], pending[1][:]
-        pending[1].clear()
+    if not pending:
+        return
+    by_loop: dict[asyncio.AbstractEventLoop, list[Callable[[], Any]]] = {}
+    for loop, callback in pending:
+        by_loop.setdefault(loop, []).append(callback)
+    pending.clear()
+    for loop, callbacks in by_loop.items():  # one loop in practice: zarr's
         loop.call_soon_threadsafe(_run_calls, callbacks)
 
 
@@ -147,7 +151,7 @@ def loop_calls_batched() -> Iterator[None]:
     if getattr(_local, 'loop_calls', None) is not None:  # nested: the outer block flushes
         yield
         return
-    _local.loop_calls = (_zarr_loop(), [])
+    _local.loop_calls = []  # (loop, callback); the loop is not started for a step that reads nothing
     try:
         yield
     finally:

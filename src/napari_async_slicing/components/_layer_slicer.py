@@ -892,7 +892,8 @@ class AsyncLayerSlicer:
             except IndexError:
                 break
         # Each layer shows at most one plane per drain, its newest: one texture upload, not one
-        # per response that finished while the main thread was busy.
+        # per response that finished while the main thread was busy (nor a coarse preview
+        # right before its own final).
         newest: dict[int, int] = {}
         for item in items:
             if isinstance(item, _Task) and item.error is None:
@@ -900,10 +901,12 @@ class AsyncLayerSlicer:
                 newest[key] = max(newest.get(key, 0), item.request_id)
         for item in items:
             task = item.task if isinstance(item, _Preview) else item
-            skip = task.request_id < newest.get(id(task.layer_ref()), 0)
-            if skip and isinstance(item, _Preview):
+            newer = newest.get(id(task.layer_ref()), 0)
+            if isinstance(item, _Preview):
+                if task.request_id > newer:
+                    self._apply_guarded(item)
                 continue
-            self._apply_guarded(item, skip=skip)
+            self._apply_guarded(item, skip=task.request_id < newer)
         self._maybe_prefetch()
 
     def _apply_guarded(self, item: _Task | _Preview, skip: bool = False) -> None:
