@@ -110,12 +110,12 @@ def _zarr_loop() -> asyncio.AbstractEventLoop:
     return zarr_event_loop()
 
 
-def _call_on_loop(loop: asyncio.AbstractEventLoop, callback: Callable[[], Any]) -> None:
+def _call_on_loop(callback: Callable[[], Any]) -> None:
     pending = getattr(_local, 'loop_calls', None)
     if pending is not None:
-        pending.append((loop, callback))
+        pending.append(callback)
     else:
-        loop.call_soon_threadsafe(callback)
+        _zarr_loop().call_soon_threadsafe(callback)
 
 
 def _run_calls(callbacks: list[Callable[[], Any]]) -> None:
@@ -129,14 +129,10 @@ def _run_calls(callbacks: list[Callable[[], Any]]) -> None:
 def flush_loop_calls() -> None:
     """Hand this thread's collected calls to the loop now (one wake-up); batching goes on."""
     pending = getattr(_local, 'loop_calls', None)
-    if not pending:
-        return
-    by_loop: dict[asyncio.AbstractEventLoop, list[Callable[[], Any]]] = {}
-    for loop, callback in pending:
-        by_loop.setdefault(loop, []).append(callback)
-    pending.clear()
-    for loop, callbacks in by_loop.items():  # one loop in practice: zarr's
-        loop.call_soon_threadsafe(_run_calls, callbacks)
+    if pending:
+        callbacks = pending[:]
+        pending.clear()
+        _zarr_loop().call_soon_threadsafe(_run_calls, callbacks)
 
 
 def result_of(future: concurrent.futures.Future, timeout: float | None = None) -> Any:
@@ -151,7 +147,7 @@ def loop_calls_batched() -> Iterator[None]:
     if getattr(_local, 'loop_calls', None) is not None:  # nested: the outer block flushes
         yield
         return
-    _local.loop_calls = []  # (loop, callback); the loop is not started for a step that reads nothing
+    _local.loop_calls = []  # zarr's loop is looked up (started) only if a call is made
     try:
         yield
     finally:
@@ -164,7 +160,6 @@ def loop_calls_batched() -> Iterator[None]:
 def start_on_loop(coro: Any) -> concurrent.futures.Future:
     """Run ``coro`` on zarr's loop; a future for its result, whose ``cancel()`` cancels it
     (what ``asyncio.run_coroutine_threadsafe`` does, but both go through ``_call_on_loop``)."""
-    loop = _zarr_loop()
     future: concurrent.futures.Future = concurrent.futures.Future()
 
     def begin() -> None:
@@ -172,7 +167,7 @@ def start_on_loop(coro: Any) -> concurrent.futures.Future:
             coro.close()
             future.set_running_or_notify_cancel()  # what tells ``futures.wait`` it was cancelled
             return
-        task = loop.create_task(coro)
+        task = asyncio.get_running_loop().create_task(coro)
 
         def finished(done: asyncio.Task) -> None:
             if done.cancelled():
@@ -186,10 +181,10 @@ def start_on_loop(coro: Any) -> concurrent.futures.Future:
 
         task.add_done_callback(finished)
         future.add_done_callback(
-            lambda f: _call_on_loop(loop, task.cancel) if f.cancelled() else None
+            lambda f: _call_on_loop(task.cancel) if f.cancelled() else None
         )
 
-    _call_on_loop(loop, begin)
+    _call_on_loop(begin)
     return future
 
 
