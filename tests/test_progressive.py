@@ -125,6 +125,30 @@ def test_at_rest_the_coarse_level_around_the_plane_is_read_so_a_jump_shows_at_on
     assert target not in coarse_planes_read(ome_server, ome_path)
 
 
+def test_a_cold_jump_asks_for_its_coarse_plane_before_the_plane_itself(
+    viewer_with, ome_server, ome_path, qtbot
+):
+    """Latency only (every response takes as long): the coarse look is answered first only if
+    its request leaves first. It used to reach the server anywhere among the data level's."""
+    viewer = viewer_with(prefetch_radius=0)  # no coarse window, no neighbours: every jump is cold
+    layer = add_remote(viewer, ome_server, ome_path, qtbot)
+    ome_server.configure(latency=LATENCY / 2)
+    prefix = f'{ome_path.name}/'
+    for target in (2, 8, 4, 9, 1, 10, 7, 3):  # never a plane add_remote opened (6, 11)
+        ome_server.wait_idle()
+        ome_server.reset_counters()
+        viewer.dims.set_current_step(0, target)
+        qtbot.waitUntil(lambda: layer.loaded, timeout=20000)
+        ome_server.wait_idle()
+        chunks = sorted(
+            (e for e in ome_server.log if e['path'].startswith(prefix) and '/c/' in e['path']),
+            key=lambda e: e['start'],
+        )
+        levels = [int(e['path'][len(prefix):].split('/')[0]) for e in chunks]
+        assert LEVELS - 1 in levels and len(levels) > 1, (target, levels)  # coarse plane, plane
+        assert levels[0] == LEVELS - 1, (target, levels)
+
+
 def test_a_scrub_never_shows_an_older_plane_or_a_coarser_refinement(
     viewer, ome_server, ome_path, qtbot
 ):

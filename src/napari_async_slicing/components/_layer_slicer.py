@@ -595,6 +595,12 @@ class AsyncLayerSlicer:
         except Exception:  # noqa: BLE001 - the worker shows its preview as usual
             logger.debug('cached preview failed', exc_info=True)
             return None, False
+        finally:
+            # Its requests leave before the request's own are even handed to zarr's loop: sent
+            # first, answered first (in the same batch they reached the server anywhere among
+            # the data level's; cold jumps showed their first pixels 126 ms after the step at
+            # 100 ms latency, 109 ms with this).
+            let_sent_reads_out()
         return response, response is not None
 
     @contextmanager
