@@ -108,6 +108,12 @@ track_s3_first_pixels = _track(
 track_s3_full_resolution = _track(
     'track_s3_full_resolution', 'S3', 'full_res_ms', 'ms',
     'S3: step on a remote OME-Zarr until vispy holds the new plane at the level napari picks.')
+track_s3_cold_first_pixels = _track(
+    'track_s3_cold_first_pixels', 'S3', 'cold_first_pixels_ms', 'ms',
+    'S3: cold jump (ours: chunk cache emptied first) until vispy holds the plane at any level.')
+track_s3_cold_full_resolution = _track(
+    'track_s3_cold_full_resolution', 'S3', 'cold_full_res_ms', 'ms',
+    'S3: cold jump until vispy holds the plane at the level napari picks (median).')
 track_s6_revisit = _track(
     'track_s6_revisit', 'S6', 'revisit_ms', 'ms',
     'S6: A, B, back to A on the remote volume: time until vispy holds A again (median).')

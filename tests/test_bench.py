@@ -101,6 +101,8 @@ def test_bench_main_multiscale_and_revisit_tiny(tiny_bench):
     _assert_numeric_per_mode(md, ['step to first pixels of the new plane',
                                   'step to full resolution (the data level',
                                   'full-resolution level napari picks',
+                                  'cold jump (nothing of the plane cached): first pixels',
+                                  'cold jump: full resolution, median',
                                   'HTTP chunk requests per step',
                                   'revisit: A, B, back to A', 'neighbour: rest on P'])
     assert 'S3: OME-Zarr `tiny`' in md and 'Every mode: canvas' in md  # same canvas and zoom
@@ -117,6 +119,13 @@ def test_bench_main_multiscale_and_revisit_tiny(tiny_bench):
         if mode != 'ours':  # ours may have prefetched the plane stepped to (R14)
             assert min(extra['full_res_ms']) >= latency_ms
             assert min(extra['chunk_requests']) >= 1
+            assert extra['cold_first_pixels_ms'] == extra['first_pixels_ms']  # no cache: all cold
+        else:  # cold jumps: its cache emptied, so even the coarse look waits for the server
+            assert extra['cold_steps'] == extra['steps'][-2::-1] + [0]
+            assert len(extra['cold_first_pixels_ms']) == spec['ome_steps']
+            assert min(extra['cold_first_pixels_ms']) >= latency_ms
+            assert all(0 < f <= r for f, r in zip(extra['cold_first_pixels_ms'],
+                                                   extra['cold_full_res_ms']))
         (s6,) = _records(doc, mode, 'S6')
         assert s6['status'] == 'ok', s6
         assert len(s6['extra']['revisit_ms']) == spec['revisit_trials']

@@ -130,7 +130,11 @@ def markdown(results: dict[str, Any], agg: dict[str, Any], command: str, facts: 
                   f'Y and X, chunks {chunks}; the zarr arrays `open_image` returns, same server and '
                   f'latency); {spec.get("ome_steps")} steps to a new plane per repetition, each once the '
                   'previous one settled (vispy holds it at the level napari picked, the layer is '
-                  'loaded, the main thread is calm). ' + _s3_view_note(results), '']
+                  'loaded, the main thread is calm); then, for ours, as many *cold jumps* back over '
+                  'those planes, each after its prefetches ended and its chunk cache was emptied '
+                  '(what a jump beyond the coarse window read at rest meets). napari has no cache, '
+                  'so all its steps are cold: its cold rows repeat its steps. '
+                  + _s3_view_note(results), '']
     if 'S6' in spec['scenarios']:
         lines += [f'S6: the remote volume above; {spec.get("revisit_trials")} revisit trials (A, B, '
                   f'back to A, each settled) and {spec.get("neighbour_trials")} neighbour trials '

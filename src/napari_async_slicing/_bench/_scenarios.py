@@ -399,62 +399,90 @@ def _settle_level(ctx: Context, layer: Any, watch: PlaneWatch, plane: int, deadl
             return
 
 
+def _s3_step(ctx: Context, viewer: Any, layer: Any, watch: PlaneWatch, z: int,
+             deadline: _Deadline) -> dict[str, Any]:
+    """One step to plane ``z``, settled: first pixels and full resolution after the step."""
+    t = now()
+    viewer.dims.set_current_step(0, z)
+    _settle_level(ctx, layer, watch, z, deadline, f'S3 step to plane {z}')
+    level = watch.current[1]
+    t_first = watch.first_time_matching(lambda p, z=z: p is not None and p[0] == z, t)
+    t_full = watch.first_time_at_or_after((z, level), t)
+    assert t_first is not None and t_full is not None
+    first_level = next(p[1] for tt, p in watch.records
+                       if tt == t_first and p is not None and p[0] == z)
+    return {'first_ms': (t_first - t) * 1000, 'full_ms': (t_full - t) * 1000,
+            'first_level': first_level, 'full_level': level, 'window': [t, now()],
+            'gaps': ctx.heartbeat.gaps(t, t_full + 0.05)}
+
+
+def _emptied_cache(ctx: Context, slicer: Any, layer: Any, deadline: _Deadline) -> None:
+    """Ours: let every prefetch end (bounded), then empty the chunk cache, so that the next step
+    finds nothing of its plane cached — a jump beyond the coarse window read at rest."""
+    run_until(lambda: slicer.prefetches_in_flight() == 0, deadline.left(10.0))
+    _calm(ctx, layer, deadline)
+    slicer.cache.clear()
+
+
 def scenario_s3(ctx: Context) -> tuple[dict[str, float], dict[str, Any]]:
-    """Steps on a remote 4-level OME-Zarr: first pixels (any level) and full resolution."""
+    """Steps on a remote 4-level OME-Zarr: first pixels (any level) and full resolution; then,
+    for ours, as many cold jumps (its chunk cache emptied before each). napari has no cache:
+    its steps are all cold, and its cold rows repeat them."""
     from napari_async_slicing._io import open_image
+    from napari_async_slicing._napari_compat import layer_slicer
+    from napari_async_slicing.components._layer_slicer import AsyncLayerSlicer
 
     spec = ctx.spec
-    hb = ctx.heartbeat
     deadline = _Deadline(spec.timeout_for('S3'))
     data, kwargs = open_image(spec.ome_url, store=spec.store)
     levels = list(data) if isinstance(data, (list, tuple)) else [data]
     shapes = [(int(a.shape[-2]), int(a.shape[-1])) for a in levels]
     nz = int(levels[0].shape[0])
-    first_ms: list[float] = []
-    full_ms: list[float] = []
-    full_levels: list[int] = []
-    first_levels: list[int] = []
-    windows: list[list[float]] = []
-    gaps: list[tuple[float, float]] = []
+    warm: list[dict[str, Any]] = []
+    cold: list[dict[str, Any]] = []
     with _viewer(ctx) as viewer:
         layer = viewer.add_image(levels, multiscale=len(levels) > 1, name='S3 ome',
                                  **{k: v for k, v in kwargs.items() if k != 'name'})
         viewer.reset_view()
-        watch = PlaneWatch(viewer, layer, level_plane_identifier(shapes), hb)
+        watch = PlaneWatch(viewer, layer, level_plane_identifier(shapes), ctx.heartbeat)
         viewer.dims.set_current_step(0, 0)
         _settle_level(ctx, layer, watch, 0, deadline, 'S3 initial plane')
         view = _view_facts(viewer, layer)
         steps = _steps(nz, spec.ome_steps)
+        slicer = layer_slicer(viewer)
+        ours = isinstance(slicer, AsyncLayerSlicer) and slicer.cache.enabled
+        # Back over the same planes (each differs from the one shown), cold.
+        cold_steps = (steps[-2::-1] + [0]) if ours else []
         _arm(ctx)
         for z in steps:
-            t = now()
-            viewer.dims.set_current_step(0, z)
-            _settle_level(ctx, layer, watch, z, deadline, f'S3 step to plane {z}')
-            level = watch.current[1]
-            t_first = watch.first_time_matching(lambda p, z=z: p is not None and p[0] == z, t)
-            t_full = watch.first_time_at_or_after((z, level), t)
-            assert t_first is not None and t_full is not None
-            first_ms.append((t_first - t) * 1000)
-            full_ms.append((t_full - t) * 1000)
-            full_levels.append(level)
-            first_levels.append(next(p[1] for tt, p in watch.records
-                                     if tt == t_first and p is not None and p[0] == z))
-            windows.append([t, now()])
-            gaps += hb.gaps(t, t_full + 0.05)
+            warm.append(_s3_step(ctx, viewer, layer, watch, z, deadline))
             run_for(0.1)
+        for z in cold_steps:
+            _emptied_cache(ctx, slicer, layer, deadline)
+            cold.append(_s3_step(ctx, viewer, layer, watch, z, deadline))
         _disarm(ctx)
         view['data_level_end'] = int(layer.data_level)
         watch.disconnect()
+    first_ms = [s['first_ms'] for s in warm]
+    full_ms = [s['full_ms'] for s in warm]
+    cold_first = [s['first_ms'] for s in cold] or first_ms
+    cold_full = [s['full_ms'] for s in cold] or full_ms
     metrics = {
         'first_pixels_ms': statistics.median(first_ms),
         'full_res_ms': statistics.median(full_ms),
         'full_res_max_ms': max(full_ms),
-        'full_res_level': float(statistics.median(full_levels)),
-        'max_gap_ms': gap_stats(gaps)['max_gap_ms'],
+        'cold_first_pixels_ms': statistics.median(cold_first),
+        'cold_full_res_ms': statistics.median(cold_full),
+        'cold_full_res_max_ms': max(cold_full),
+        'full_res_level': float(statistics.median([s['full_level'] for s in warm])),
+        'max_gap_ms': gap_stats([g for s in warm + cold for g in s['gaps']])['max_gap_ms'],
     }
     extra = {'steps': steps, 'first_pixels_ms': first_ms, 'full_res_ms': full_ms,
-             'first_levels': first_levels, 'full_levels': full_levels, 'level_shapes': shapes,
-             'view': view, 'step_windows': windows}
+             'first_levels': [s['first_level'] for s in warm],
+             'full_levels': [s['full_level'] for s in warm], 'level_shapes': shapes,
+             'cold_steps': cold_steps, 'cold_first_pixels_ms': cold_first,
+             'cold_full_res_ms': cold_full, 'cold_first_levels': [s['first_level'] for s in cold],
+             'view': view, 'step_windows': [s['window'] for s in warm]}
     return metrics, extra
 
 

@@ -435,6 +435,11 @@ class AsyncLayerSlicer:
         """Chunk cache totals (hits, misses, bytes, max_bytes, chunks, evictions) and prefetches."""
         return {**self.cache.stats(), 'prefetch': dict(self.prefetch_counts)}
 
+    def prefetches_in_flight(self) -> int:
+        """Prefetches (neighbour planes, read-ahead, coarse windows) queued or reading."""
+        with self._lock:
+            return len(self._prefetches)
+
     def data_changed(self, layer: Any) -> None:
         """The layer's data changed in place (``layer.refresh()``, painting): drop its chunks."""
         self.cache.forget(compat.data_arrays(layer))
