@@ -12,6 +12,8 @@ import pytest
 import napari_async_slicing
 from napari_async_slicing.testing import ZarrHTTPServer, make_volume, open_remote_array
 
+pytest_plugins = ("pytester",)
+
 SHAPE = (12, 64, 64)
 CHUNKS = (1, 32, 32)
 

@@ -17,6 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from napari.layers import Points, Shapes, Surface, Tracks, Vectors
 
+from napari_async_slicing.layers import _slice as _slice_api
 from napari_async_slicing.layers._slice import _shapes, _tracks
 
 SETTINGS = settings(
@@ -201,10 +202,10 @@ def test_shapes_and_tracks_slice_off_the_main_thread(viewer, qtbot, monkeypatch)
             return _original(self)
 
         monkeypatch.setattr(request_type, '__call__', wrapped)
+    # Small in-memory layers slice inline (NAP-4's "skip the delay"); these count as large.
+    monkeypatch.setattr(_slice_api, 'FAST_SLICE_BYTES', 0)
     viewer.dims.current_step = (3, *viewer.dims.current_step[1:])
     viewer._layer_slicer.wait_until_idle(timeout=10)
-    # The first request of a layer always goes to a worker (later ones measured under the inline
-    # budget, 4 ms, may run inline: NAP-4's "skip the delay").
     assert ran_on['ShapesSliceRequest'][0].startswith('napari-async-slicing'), ran_on
     assert ran_on['TracksSliceRequest'][0].startswith('napari-async-slicing'), ran_on
     assert list(shapes._data_view.slice_key) == [3] and tracks.current_time == 3

@@ -394,6 +394,30 @@ def thumbnail_shape(layer: Layer) -> tuple[int, ...]:
     return tuple(layer._thumbnail_shape)
 
 
+#: Texture-ready arrays made on a worker, by the id of the slice view napari's vispy layer casts.
+_textures: dict[int, tuple[weakref.ReferenceType, Any]] = {}
+
+
+def prepare_texture(view: Any, texture: Any) -> None:
+    """Main thread: when napari's vispy layer casts ``view`` for upload, it gets ``texture``
+    (the same cast, made on a worker) instead; the layer's slice keeps napari's own view."""
+    if texture is view:
+        return
+    key = id(view)
+    _textures[key] = (weakref.ref(view, lambda _ref, key=key: _textures.pop(key, None)), texture)
+
+
+def _prepared_texture_first(original: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    @functools.wraps(original)
+    def fix_data_dtype(data: Any) -> Any:
+        entry = _textures.get(id(data))
+        if entry is not None and entry[0]() is data:
+            return entry[1]
+        return original(data)
+
+    return fix_data_dtype
+
+
 def texture_dtype_data(data: Any) -> Any:
     """vispy's dtype fix napari applies in ``VispyScalarFieldBaseLayer._on_data_change``."""
     from napari._vispy.utils.gl import fix_data_dtype
@@ -669,9 +693,11 @@ def patch_napari(slicer_type: type) -> None:
         layer_refresh=Layer.refresh,
         layer_construct=type(Layer).__call__,
         on_add_layer=ViewerModel._on_add_layer,
+        on_remove_layer=ViewerModel._on_remove_layer,
         labels_get_dtype=_labels_utils().get_dtype,
         layer_model_data=QtLayerListModel.data,
         canvas_clean_up=VispyCanvas.__dict__.get('_clean_and_update_scenegraph'),
+        fix_data_dtype=_vispy_scalar_field().fix_data_dtype,
         had_sync_slicing='sync_slicing' in ViewerModel.__dict__,
     )
 
@@ -762,6 +788,18 @@ def patch_napari(slicer_type: type) -> None:
 
     ViewerModel._on_add_layer = on_add_layer
 
+    orig_on_remove_layer = _saved['on_remove_layer']
+
+    @functools.wraps(orig_on_remove_layer)
+    def on_remove_layer(self: Any, event: Any) -> None:
+        # A layer that leaves the viewer keeps nothing of ours: reads stopped, callbacks off.
+        orig_on_remove_layer(self, event)
+        slicer = self._layer_slicer
+        if isinstance(slicer, slicer_type) and not slicer.is_shut_down:
+            slicer.forget(event.value)
+
+    ViewerModel._on_remove_layer = on_remove_layer
+
     _patch_labels_get_dtype(_labels_dtype)
 
     orig_model_data = _saved['layer_model_data']
@@ -788,6 +826,8 @@ def patch_napari(slicer_type: type) -> None:
             _saved['canvas_clean_up'],
             lambda canvas: isinstance(getattr(canvas.viewer, '_layer_slicer', None), slicer_type),
         )
+
+    _vispy_scalar_field().fix_data_dtype = _prepared_texture_first(_saved['fix_data_dtype'])
 
     if not _saved['had_sync_slicing']:
         from napari_async_slicing._sync import sync_slicing
@@ -855,6 +895,7 @@ def uninstall() -> None:
     Layer.refresh = _saved['layer_refresh']
     type(Layer).__call__ = _saved['layer_construct']
     ViewerModel._on_add_layer = _saved['on_add_layer']
+    ViewerModel._on_remove_layer = _saved['on_remove_layer']
     _patch_labels_get_dtype(_saved['labels_get_dtype'])
     from napari._qt.containers.qt_layer_model import QtLayerListModel
 
@@ -863,9 +904,16 @@ def uninstall() -> None:
         from napari._vispy.canvas import VispyCanvas
 
         VispyCanvas._clean_and_update_scenegraph = _saved['canvas_clean_up']
+    _vispy_scalar_field().fix_data_dtype = _saved['fix_data_dtype']
     if not _saved['had_sync_slicing'] and 'sync_slicing' in ViewerModel.__dict__:
         delattr(ViewerModel, 'sync_slicing')
     _saved.clear()
+
+
+def _vispy_scalar_field() -> Any:
+    from napari._vispy.layers import scalar_field
+
+    return scalar_field
 
 
 def _labels_utils() -> Any:
@@ -910,10 +958,6 @@ def _in_memory_data(layer: Any) -> bool:
 
 # --- which slicer a viewer uses (new viewers: ``install``; running viewers: ``swap_slicer``) --
 
-#: Our slicers' "layer removed" callbacks (kept so a swap can disconnect them).
-_removed_hooks: weakref.WeakKeyDictionary[Any, Callable[[Any], None]] = weakref.WeakKeyDictionary()
-
-
 def unwrap_viewer(viewer: Any) -> Any:
     """The viewer behind napari's ``PublicOnlyProxy`` (what plugin widgets are handed)."""
     return getattr(viewer, '__wrapped__', viewer)
@@ -937,37 +981,26 @@ def _is_ours(slicer: Any) -> bool:
 
 
 def connect_slicer(viewer: Any, slicer: Any, qt_viewer: Any | None) -> None:
-    """Wire ``slicer`` into ``viewer`` (and its ``QtViewer``) as napari wires its own.
+    """Wire ``slicer`` into ``viewer``'s ``QtViewer`` as napari wires its own.
 
     Our slicer applies responses itself, on the main thread, only if still newest: napari's
-    ``QtViewer._on_slice_ready`` is disconnected and the slicer forgets layers that leave the
-    viewer. napari's slicer gets ``_on_slice_ready`` connected, as ``QtViewer.__init__`` does.
+    ``QtViewer._on_slice_ready`` is disconnected. napari's slicer gets ``_on_slice_ready``
+    connected, as ``QtViewer.__init__`` does. (Layers that leave a viewer are forgotten by the
+    slicer the viewer uses then: see ``on_remove_layer`` in :func:`patch_napari`.)
     """
-    if not _is_ours(slicer):
-        if qt_viewer is not None:
-            slicer.events.ready.connect(qt_viewer._on_slice_ready)
+    if qt_viewer is None:
         return
-    if qt_viewer is not None:
-        slicer.events.ready.disconnect(qt_viewer._on_slice_ready)
-        slicer.attach_main_thread()
-    slicer_ref = weakref.ref(slicer)
-
-    def forget(event: Any) -> None:
-        target = slicer_ref()
-        if target is not None and not target.is_shut_down:
-            target.forget(event.value)
-
-    _removed_hooks[slicer] = forget
-    viewer.layers.events.removed.connect(forget)
+    if not _is_ours(slicer):
+        slicer.events.ready.connect(qt_viewer._on_slice_ready)
+        return
+    slicer.events.ready.disconnect(qt_viewer._on_slice_ready)
+    slicer.attach_main_thread()
 
 
 def disconnect_slicer(viewer: Any, slicer: Any, qt_viewer: Any | None) -> None:
     """Undo :func:`connect_slicer` (nothing from ``slicer`` reaches the viewer afterwards)."""
     if qt_viewer is not None:
         slicer.events.ready.disconnect(qt_viewer._on_slice_ready)
-    forget = _removed_hooks.pop(slicer, None)
-    if forget is not None:
-        viewer.layers.events.removed.disconnect(forget)
 
 
 def shutdown_slicer(slicer: Any) -> None:

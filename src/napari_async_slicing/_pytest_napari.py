@@ -1,14 +1,18 @@
-"""pytest plugin: run napari's own async-slicing tests with our slicer in place of napari's.
+"""pytest plugin: run napari's own slicing and viewer tests with our slicer in place of napari's.
 
     pytest -p napari_async_slicing._pytest_napari --pyargs \
-        napari._qt._tests.test_async_slicing napari.components._tests.test_layer_slicer
+        napari._qt._tests.test_async_slicing napari.components._tests.test_layer_slicer \
+        napari.components._tests.test_viewer_model napari._qt._tests.test_qt_viewer
 
-``enable()`` puts our slicer into every viewer; napari's ``test_layer_slicer`` builds
-``_LayerSlicer()`` itself, so that module's name is pointed at ours. Tests that assert a napari
-implementation detail rather than behaviour are skipped here, each with its reason.
+``enable()`` puts our slicer into every viewer, and every test fails if a viewer it created used
+another slicer; napari's ``test_layer_slicer`` builds ``_LayerSlicer()`` itself, so that module's
+name is pointed at ours. Tests that assert a napari implementation detail rather than behaviour
+are skipped here, each with its reason.
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterator
 
 import pytest
 
@@ -27,10 +31,26 @@ SKIPPED: dict[str, str] = {
 }
 
 
+#: The slicer type of every viewer created during the running test.
+_viewer_slicers: list[type] = []
+
+
 def pytest_configure(config: pytest.Config) -> None:
+    import functools
+
+    from napari.components import ViewerModel
+
     import napari_async_slicing
 
     napari_async_slicing.enable()
+    original = ViewerModel.__init__
+
+    @functools.wraps(original)
+    def init(self, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+        original(self, *args, **kwargs)
+        _viewer_slicers.append(type(self._layer_slicer))
+
+    ViewerModel.__init__ = init
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -50,10 +70,15 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 @pytest.fixture(autouse=True)
-def _our_slicer_is_under_test(request: pytest.FixtureRequest) -> None:
+def _our_slicer_is_under_test(request: pytest.FixtureRequest) -> Iterator[None]:
     """Fail loudly if a napari slicer test would run against napari's slicer instead of ours."""
     from napari_async_slicing.components._layer_slicer import AsyncLayerSlicer
 
     module = getattr(request, 'module', None)
     if module is not None and hasattr(module, '_LayerSlicer'):
         assert module._LayerSlicer is AsyncLayerSlicer
+    _viewer_slicers.clear()
+    yield
+    others = [t.__name__ for t in _viewer_slicers if not issubclass(t, AsyncLayerSlicer)]
+    _viewer_slicers.clear()
+    assert not others, f'viewers of this test used {others}, not our slicer'

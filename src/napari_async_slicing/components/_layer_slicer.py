@@ -148,8 +148,10 @@ class _LayerState:
     epoch: int = 0
     loaded_callback: Callable[[], None] | None = None
     stats: LayerStats | None = None
-    #: Moving average of how long this layer's requests take to compute (seconds).
+    #: Moving average of how long this layer's requests take to compute (seconds), and the kind
+    #: of slice it was measured on (``_slice.slice_kind``: data, dims order, ndisplay).
     compute_s: float | None = None
+    compute_kind: tuple | None = None
     #: Moving average of this layer's slices served inline from the chunk cache (seconds).
     cached_s: float | None = None
     #: Prefetch (R14): the live dims, last requested step, motion (axis, +1/-1), and whether the
@@ -653,14 +655,15 @@ class AsyncLayerSlicer:
         state.current = state.finishing = None
 
     def _runs_inline(self, state: _LayerState, task: _Task) -> bool:
-        """Fast in-memory slices skip the thread hop (R7): measured cheap and no lazy data."""
-        return (
-            self._call_on_main is not None
-            and threading.current_thread() is self._main_thread
-            and state.compute_s is not None
-            and state.compute_s <= INLINE_BUDGET_S
-            and _slice.in_memory(task.request)
-        )
+        """Fast in-memory slices skip the thread hop (R7, NAP-4): measured cheap on this kind of
+        slice, or, not yet measured on it (a new layer, new data, a new order or ndisplay), small.
+        Lazy data never runs here."""
+        if threading.current_thread() is not self._main_thread or not _slice.in_memory(task.request):
+            return False
+        if state.compute_s is not None and state.compute_kind == _slice.slice_kind(task.request):
+            return state.compute_s <= INLINE_BUDGET_S
+        size = _slice.work_bytes(task.request)
+        return size is not None and size <= _slice.FAST_SLICE_BYTES
 
     def _run_inline(self, state: _LayerState, task: _Task) -> _Task:
         """Slice on the main thread now; anything older for the layer becomes stale."""
@@ -796,7 +799,11 @@ class AsyncLayerSlicer:
             state = self._states.get(layer) if layer is not None else None
             if state is not None:
                 took = task.data_ready - task.started
-                state.compute_s = took if state.compute_s is None else 0.7 * state.compute_s + 0.3 * took
+                kind = _slice.slice_kind(task.request)
+                if state.compute_s is None or state.compute_kind != kind:
+                    state.compute_s, state.compute_kind = took, kind
+                else:
+                    state.compute_s = 0.7 * state.compute_s + 0.3 * took
 
     def _progress(self, task: _Task) -> Progress | None:
         """Partial results of a worker's task go to the main thread (none inline or bare)."""

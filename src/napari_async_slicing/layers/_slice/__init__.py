@@ -98,6 +98,58 @@ def in_memory(request: Any) -> bool:
     return not any(isinstance(getattr(request, f.name), LazySource) for f in dataclasses.fields(request))
 
 
+#: A fast in-memory slice (NAP-4: skip the delay) that was never measured is recognised by the
+#: bytes it touches: at most this many (a 512² float32 plane) slice in a few milliseconds.
+FAST_SLICE_BYTES = 1 << 20
+
+
+def work_bytes(request: Any) -> int | None:
+    """Roughly how many bytes computing ``request`` touches, or None if unknown or lazy.
+
+    Image and Labels: the plane (or volume) shown, not the whole array; other layer types: the
+    numpy arrays the request holds (napari slices them whole). A request that holds another
+    array-like (a plugin's, a wrapper) or no array at all is of unknown cost.
+    """
+    if not in_memory(request):
+        return None
+    if _scalar_field.handles(request):
+        return _scalar_field.work_bytes(request)
+    if hasattr(request, 'work_bytes'):
+        return request.work_bytes()
+    values = [getattr(request, f.name) for f in dataclasses.fields(request)]
+    if any(_foreign_array(v) for v in values):
+        return None
+    arrays = [a for v in values for a in _arrays(v)]
+    return sum(a.nbytes for a in arrays) if arrays else None
+
+
+def _foreign_array(value: Any) -> bool:
+    """An array-like that is not numpy (its reads may be slow or block)."""
+    return not isinstance(value, np.ndarray) and hasattr(value, 'shape') and hasattr(value, 'dtype')
+
+
+def _arrays(value: Any) -> list[np.ndarray]:
+    """The numpy arrays in a request field (itself, or the items of a small tuple / list)."""
+    if isinstance(value, np.ndarray):
+        return [value]
+    if isinstance(value, list | tuple) and len(value) <= 64:
+        return [v for v in value if isinstance(v, np.ndarray)]
+    return []
+
+
+def slice_kind(request: Any) -> tuple:
+    """What a measured slicing time of a layer holds for: the data it reads (by identity), the
+    dims order and ndisplay. A new ``layer.data`` or a new order / ndisplay is measured anew."""
+    slice_input = getattr(request, 'slice_input', None)
+    data = tuple(
+        id(value)
+        for f in dataclasses.fields(request)
+        if isinstance(value := getattr(request, f.name), np.ndarray)
+        and value.size > 1024  # not small per-request arrays (corner pixels, slice keys)
+    ) if dataclasses.is_dataclass(request) else ()
+    return (getattr(slice_input, 'ndisplay', None), tuple(getattr(slice_input, 'order', ())), data)
+
+
 def is_heavy(request: Any) -> bool:
     """Heavy work (3D volumes) runs on its own bounded slots so 2D planes are never starved."""
     slice_input = getattr(request, 'slice_input', None)

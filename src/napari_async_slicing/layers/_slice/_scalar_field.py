@@ -101,6 +101,24 @@ def prepare(request: Any, layer: Any = None) -> Any:
     return _shown_request_class(type(request))(**values, display=settings)
 
 
+def work_bytes(request: Any) -> int:
+    """Bytes of what an in-memory request reads: the displayed plane or volume (with the thick
+    slab of a projection, and rgb channels), not the whole array."""
+    data = request.data_at_data_level
+    shape = getattr(data, 'shape', ())
+    slice_input = request.slice_input
+    count = 1
+    for axis in slice_input.displayed:
+        count *= shape[axis] if axis < len(shape) else 1
+    thick = getattr(request, 'data_slice', None)
+    if thick is not None and getattr(request, 'projection_mode', 'none') != 'none':
+        for axis in slice_input.not_displayed:
+            count *= int(np.nan_to_num(thick.margin_left[axis] + thick.margin_right[axis])) + 1
+    if getattr(request, 'rgb', False) and shape:
+        count *= shape[-1]
+    return count * np.dtype(getattr(data, 'dtype', np.float64)).itemsize
+
+
 @functools.cache
 def _field_names(cls: type) -> tuple[str, ...]:
     return tuple(f.name for f in dataclasses.fields(cls) if f.init)
@@ -518,11 +536,7 @@ def apply(layer: Any, response: Any) -> None:
         # The settings changed since submit: convert the napari way, here.
         compat.update_slice_response(layer, response.source)
     else:
-        # The layer's slice shows the texture-ready view, so vispy uploads it as it is; it keeps
-        # neither napari's full-size thumbnail source nor a second copy of the view.
-        image = compat.scalar_field_view(response.image.raw, response.texture)
-        shown = dataclasses.replace(response, image=image, texture=None, source=None)
-        compat.set_slice_without_conversion(layer, shown)
+        _set_shown(layer, response)
         if response.slice_range is not None:
             _apply_contrast(layer, response)
     compat.refresh_after_apply(layer)
@@ -537,12 +551,20 @@ def _apply_preview(layer: Any, response: Any) -> None:
     """
     if display_key(layer) != response.display_key:
         return
-    image = compat.scalar_field_view(response.image.raw, response.texture)
-    shown = dataclasses.replace(response, image=image, texture=None, source=None)
-    compat.set_slice_without_conversion(layer, shown)
+    _set_shown(layer, response)
     if response.slice_range is not None and compat.should_calc_clims(layer):
         _set_limits_from_slice(layer, response.slice_range)
     compat.refresh_after_apply(layer)
+
+
+def _set_shown(layer: Any, response: Any) -> None:
+    """The layer's slice holds napari's own view; vispy uploads the texture made on the worker
+    (no cast or copy here). Neither napari's full-size thumbnail source nor the raw response is
+    kept."""
+    compat.prepare_texture(response.image.view, response.texture)
+    compat.set_slice_without_conversion(
+        layer, dataclasses.replace(response, texture=None, source=None)
+    )
 
 
 def _apply_contrast(layer: Any, response: Any) -> None:

@@ -216,6 +216,10 @@ class ShapesSliceRequest:
             mesh_key=(ndisplay, self.ndim),
         )
 
+    def work_bytes(self) -> int:
+        """Slicing walks every shape's arrays (see ``layers._slice.work_bytes``)."""
+        return sum(array.nbytes for array in self.snapshot.arrays.values())
+
     def same_as(self, other: Any) -> bool:
         return (
             type(other) is type(self)
