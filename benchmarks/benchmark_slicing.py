@@ -88,6 +88,12 @@ track_s1_max_main_thread_gap = _track(
 track_s1_stall_over_16ms = _track(
     'track_s1_stall_over_16ms', 'S1', 'stall_ms', 'ms',
     'S1: sum of (gap - 16 ms) over main-thread gaps above 16 ms.')
+track_s1_max_gap_paint_excluded = _track(
+    'track_s1_max_gap_paint_excluded', 'S1', 'max_gap_ex_paint_ms', 'ms',
+    'S1: largest main-thread gap during the scrub with the time spent painting taken out.')
+track_s1_main_cpu_per_step = _track(
+    'track_s1_main_cpu_per_step', 'S1', 'main_cpu_per_step_ms', 'ms',
+    'S1: main-thread CPU per step outside paint (step handlers, applies).')
 track_s1_planes_applied = _track(
     'track_s1_planes_applied', 'S1', 'planes_applied', 'planes',
     'S1: distinct planes vispy showed during the scrub.')

@@ -201,6 +201,69 @@ class Heartbeat:
         return out
 
 
+class PaintMeter:
+    """Times every paint the main thread does: each ``Paint`` and ``UpdateRequest`` event, app-wide
+    (the canvas's GL paint, the window's composition and its widgets), as ``(start, end, cpu)``.
+
+    On software OpenGL one repaint blocks the main thread for tens of milliseconds, on a GPU about
+    one: gaps with these intervals taken out show the main thread's own work. An application event
+    filter delivers each such event itself, between two clocks; paints nested in another count
+    once.
+    """
+
+    def __init__(self) -> None:
+        from qtpy.QtCore import QEvent, QObject
+        from qtpy.QtWidgets import QApplication
+
+        kinds = {QEvent.Type.Paint, QEvent.Type.UpdateRequest}
+        meter = self
+        self.intervals: list[tuple[float, float, float]] = []
+        self._depth = 0
+        self._passing = False
+
+        class _Filter(QObject):
+            def eventFilter(self, obj: Any, event: Any) -> bool:  # noqa: N802 - Qt's name
+                if meter._passing:  # the event this filter itself sends on, below
+                    meter._passing = False
+                    return False
+                if event.type() not in kinds:
+                    return False
+                meter._depth += 1
+                t0, c0 = now(), time.thread_time()
+                try:
+                    # Delivered as Qt would next (PyQt allows no ``obj.event`` on Qt's own objects).
+                    meter._passing = True
+                    QApplication.sendEvent(obj, event)
+                finally:
+                    meter._passing = False
+                    meter._depth -= 1
+                    if not meter._depth:
+                        meter.intervals.append((t0, now(), time.thread_time() - c0))
+                return True
+
+        self._filter = _Filter()
+        self._app = QApplication.instance()
+        self._app.installEventFilter(self._filter)
+
+    def stop(self) -> None:
+        self._app.removeEventFilter(self._filter)
+
+    def within(self, t0: float, t1: float) -> list[tuple[float, float, float]]:
+        return [iv for iv in self.intervals if iv[1] > t0 and iv[0] < t1]
+
+    def overlap(self, t0: float, t1: float) -> float:
+        """Seconds of ``[t0, t1]`` spent painting."""
+        return sum(min(t1, b) - max(t0, a) for a, b, _ in self.within(t0, t1))
+
+    def cpu(self, t0: float, t1: float) -> float:
+        """Main-thread CPU seconds of the paints that began within ``[t0, t1]``."""
+        return sum(c for a, _, c in self.intervals if t0 <= a <= t1)
+
+    def without_paint(self, gaps: list[tuple[float, float]]) -> list[tuple[float, float]]:
+        """Heartbeat ``gaps`` (end, seconds) less the time spent painting inside each."""
+        return [(t, max(0.0, g - self.overlap(t - g, t))) for t, g in gaps]
+
+
 def run_until_quiet(heartbeat: Heartbeat, quiet: float = 0.2, max_gap: float = 0.012,
                     timeout: float = 3.0) -> bool:
     """Run the event loop until the main thread had no gap above ``max_gap`` for ``quiet`` s."""

@@ -7,6 +7,7 @@ Each function takes the spec, builds a fresh viewer, measures, closes the viewer
 from __future__ import annotations
 
 import statistics
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -14,6 +15,7 @@ from typing import Any
 from napari_async_slicing._bench._config import BenchSpec
 from napari_async_slicing._bench._probe import (
     Heartbeat,
+    PaintMeter,
     PlaneWatch,
     StallSampler,
     constant_plane,
@@ -40,6 +42,7 @@ class Context:
     def __init__(self, spec: BenchSpec) -> None:
         self.spec = spec
         self.heartbeat = Heartbeat(spec.heartbeat_ms).start()
+        self.paint = PaintMeter()
         self.sampler: StallSampler | None = None
         if spec.profile_gaps:
             self.sampler = StallSampler(self.heartbeat)
@@ -69,6 +72,7 @@ class Context:
     def close(self) -> None:
         self.close_viewer()
         self.heartbeat.stop()
+        self.paint.stop()
         if self.sampler is not None:
             self.sampler.stop()
 
@@ -118,11 +122,21 @@ def _settle(ctx: Context, watch: PlaneWatch, plane: int, what: str) -> None:
     run_until_quiet(ctx.heartbeat)
 
 
-def _scrub(ctx: Context, viewer: Any, steps: list[int], interval_ms: int) -> list[float]:
+class Scrub(list):
+    """The time each step of a scrub was set, and the main-thread CPU its handler took (napari's
+    dims handling and the slicer's submit: ``thread_time`` around ``set_current_step``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.step_cpu: list[float] = []
+        self.cpu_start = time.thread_time()
+
+
+def _scrub(ctx: Context, viewer: Any, steps: list[int], interval_ms: int) -> Scrub:
     """Drive ``steps`` from a repeating QTimer; return the time each step was set."""
     from qtpy.QtCore import Qt, QTimer
 
-    times: list[float] = []
+    times = Scrub()
     timer = QTimer()
     timer.setTimerType(Qt.TimerType.PreciseTimer)
 
@@ -132,7 +146,9 @@ def _scrub(ctx: Context, viewer: Any, steps: list[int], interval_ms: int) -> lis
             timer.stop()
             return
         times.append(now())
+        cpu = time.thread_time()
         viewer.dims.set_current_step(0, steps[i])
+        times.step_cpu.append(time.thread_time() - cpu)
         if len(times) == len(steps):
             timer.stop()
 
@@ -144,6 +160,22 @@ def _scrub(ctx: Context, viewer: Any, steps: list[int], interval_ms: int) -> lis
         timer.stop()
         raise ScenarioTimeout(f'scrub did not finish ({len(times)}/{len(steps)} steps)')
     return times
+
+
+def _main_thread(ctx: Context, times: Scrub, t_end: float) -> dict[str, float]:
+    """Main-thread figures of a scrub with the paint taken out (see ``PaintMeter``): gaps, and
+    CPU per step outside paint (the step handlers, the drains that apply responses, and the
+    rest of the main thread's Python until ``t_end``, paint excluded)."""
+    gaps = gap_stats(ctx.paint.without_paint(ctx.heartbeat.gaps(times[0], t_end)))
+    cpu = time.thread_time() - times.cpu_start - ctx.paint.cpu(times[0], now())
+    return {
+        'max_gap_ex_paint_ms': gaps['max_gap_ms'],
+        'stall_ex_paint_ms': gaps['stall_ms'],
+        'step_cpu_ms': statistics.median(times.step_cpu) * 1000,
+        'step_cpu_max_ms': max(times.step_cpu) * 1000,
+        'main_cpu_per_step_ms': cpu / len(times) * 1000,
+        'paint_ms': ctx.paint.overlap(times[0], t_end) * 1000,
+    }
 
 
 def _arm(ctx: Context) -> None:
@@ -205,6 +237,7 @@ def scenario_s1(ctx: Context) -> tuple[dict[str, float], dict[str, Any]]:
         run_for(0.1)
         _disarm(ctx)
         t_end = t_final + 0.1
+        main = _main_thread(ctx, times, t_end)
         correct = watch.full_check(steps[-1], exact_pattern_plane)
         watch.disconnect()
     gaps = gap_stats(hb.gaps(times[0], t_end))
@@ -221,6 +254,7 @@ def scenario_s1(ctx: Context) -> tuple[dict[str, float], dict[str, Any]]:
         'final_latency_ratio': final_ms / (spec.latency * 1000) if spec.latency > 0 else float('nan'),
         'scrub_lag_ms': max(0.0, times[-1] - due) * 1000,
         'final_after_due_ms': (t_final - due) * 1000,
+        **main,
         'idle_max_gap_ms': idle['max_gap_ms'],
     }
     extra = {
@@ -268,6 +302,7 @@ def scenario_s2(ctx: Context) -> tuple[dict[str, float], dict[str, Any]]:
         run_for(0.1)
         _disarm(ctx)
         t_end = max(t_final, w_local.records[-1][0]) + 0.1
+        main = _main_thread(ctx, times, t_end)
         w_remote.disconnect()
         w_local.disconnect()
     # Time until the numpy layer shows step i, or a newer step (an older step may be superseded).
@@ -284,6 +319,7 @@ def scenario_s2(ctx: Context) -> tuple[dict[str, float], dict[str, Any]]:
         'numpy_steps_shown': float(len(shown_steps)),
         'remote_final_latency_ms': (t_final - times[-1]) * 1000,
         'max_gap_ms': gaps['max_gap_ms'],
+        **main,
     }
     extra = {'window': [times[0], t_end], 'numpy_latency_ms': lat}
     return metrics, extra
