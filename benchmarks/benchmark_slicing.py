@@ -31,7 +31,7 @@ def _spec():
 
     size = os.environ.get('NAPARI_ASYNC_SLICING_ASV_SIZE', 'small')
     latency = float(os.environ.get('NAPARI_ASYNC_SLICING_ASV_LATENCY', '0.05'))
-    return BenchSpec.make(quick=True, size=size, scenarios=['S1', 'S2', 'S3', 'S4', 'S5', 'S6', 'S7'],
+    return BenchSpec.make(quick=True, size=size, scenarios=['S1', 'S2', 'S3', 'S4', 'S5', 'S6', 'S7', 'S8'],
                           repeat=1, latency=latency, keep_timeline=False)
 
 
@@ -126,6 +126,14 @@ track_s6_revisit = _track(
 track_s6_neighbour_after_pause = _track(
     'track_s6_neighbour_after_pause', 'S6', 'neighbour_ms', 'ms',
     'S6: rest on plane P for 1 s, step to P + 1: time until vispy holds it (median).')
+
+# S8 dask multiscale (napari-ome-zarr style) ------------------------------------------------------
+track_s8_final_after_due = _track(
+    'track_s8_final_after_due', 'S8', 'final_after_due_ms_2', 'ms',
+    'S8: second scrub over new planes of dask levels: final plane after the last step was due.')
+track_s8_max_gap_paint_excluded = _track(
+    'track_s8_max_gap_paint_excluded', 'S8', 'max_gap_ex_paint_ms', 'ms',
+    'S8: largest main-thread gap over both scrubs, paint taken out.')
 
 # S7 opening remote data ------------------------------------------------------------------------------
 track_s7_add_image = _track(

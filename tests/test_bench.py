@@ -52,7 +52,7 @@ def tiny_bench(tmp_path_factory):
     which keeps this file near 2 minutes): every scenario on the tiny samples, 50 ms per request."""
     out = tmp_path_factory.mktemp('bench') / 'bench'
     argv = ['--quick', '--size', 'tiny', '--repeat', '1', '--latency', '0.05',
-            '--scenarios', 'S1,S2,S3,S4,S5,S6,S7', '--out', str(out)]
+            '--scenarios', 'S1,S2,S3,S4,S5,S6,S7,S8', '--out', str(out)]
     assert bench_main(argv) == 0
     return out, (out / 'bench.md').read_text(), json.loads((out / 'bench.json').read_text())
 
@@ -142,6 +142,17 @@ def test_bench_main_multiscale_and_revisit_tiny(tiny_bench):
     # Every mode measured the same canvas, zoom and level.
     views = {json.dumps(_records(doc, m, 'S3')[0]['extra']['view'], sort_keys=True) for m in MODES}
     assert len(views) == 1, views
+
+
+def test_bench_main_dask_multiscale_tiny(tiny_bench):
+    """S8: two scrubs over new planes of dask levels; each mode shows the last plane of both."""
+    _, md, doc = tiny_bench
+    _assert_numeric_per_mode(md, ['scrub 2: final plane after the last step was due'])
+    for mode in MODES:
+        (rec,) = _records(doc, mode, 'S8')
+        assert rec['status'] == 'ok', rec
+        assert len(rec['extra']['scrubs']) == 2 and rec['metrics']['planes_applied'] >= 2
+        assert rec['metrics']['chunk_requests'] >= 2
 
 
 def test_bench_main_open_tiny(tiny_bench):

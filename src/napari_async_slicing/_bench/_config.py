@@ -16,10 +16,10 @@ MODE_TITLES: dict[str, str] = {
 
 #: Scenarios, in table order. Ours runs with its defaults everywhere (chunk cache, prefetch,
 #: progressive multiscale): S3 and S6 measure what those add over napari.
-SCENARIOS: tuple[str, ...] = ('S1', 'S2', 'S3', 'S4', 'S5', 'S6', 'S7')
+SCENARIOS: tuple[str, ...] = ('S1', 'S2', 'S3', 'S4', 'S5', 'S6', 'S7', 'S8')
 #: Scenarios that read the remote single-scale volume / the remote OME-Zarr.
 VOLUME_SCENARIOS: frozenset[str] = frozenset({'S1', 'S2', 'S6', 'S7'})
-OME_SCENARIOS: frozenset[str] = frozenset({'S3'})
+OME_SCENARIOS: frozenset[str] = frozenset({'S3', 'S8'})
 
 SCENARIO_TITLES: dict[str, str] = {
     'S1': 'S1 remote scrub',
@@ -29,6 +29,7 @@ SCENARIO_TITLES: dict[str, str] = {
     'S5': 'S5 25 requests in 1 s (NAP-4 G3)',
     'S6': 'S6 revisit / neighbour after pause',
     'S7': 'S7 open: add_image of the remote volume',
+    'S8': 'S8 dask multiscale (napari-ome-zarr style), two scrubs over new planes',
 }
 
 
@@ -111,6 +112,22 @@ METRICS: dict[str, tuple[Metric, ...]] = {
         Metric('other_planes_shown', 'other planes vispy showed after it returned', ''),
         Metric('clims_fit', 'contrast limits fit the shown plane (1 = yes)', '', False, ratio=False),
     ),
+    'S8': (
+        Metric('max_gap_ms', 'max main-thread gap', 'ms'),
+        Metric('max_gap_ex_paint_ms', 'max main-thread gap, paint taken out', 'ms'),
+        Metric('stall_ex_paint_ms', 'total stall over 16 ms, paint taken out', 'ms'),
+        Metric('step_cpu_ms', 'main-thread CPU of a step handler: median', 'ms'),
+        Metric('step_cpu_max_ms', 'main-thread CPU of a step handler: max', 'ms'),
+        Metric('main_cpu_per_step_ms', 'main-thread CPU per step outside paint (handlers, applies)', 'ms'),
+        Metric('planes_applied', 'planes shown (both scrubs)', '', False),
+        Metric('chunk_requests', 'HTTP chunk requests (both scrubs)', ''),
+        Metric('final_latency_ms_1', 'scrub 1: final plane after the last step', 'ms'),
+        Metric('final_after_due_ms_1', 'scrub 1: final plane after the last step was due', 'ms'),
+        Metric('scrub_lag_ms_1', 'scrub 1: how late the last step was set', 'ms'),
+        Metric('final_latency_ms_2', 'scrub 2: final plane after the last step', 'ms'),
+        Metric('final_after_due_ms_2', 'scrub 2: final plane after the last step was due', 'ms'),
+        Metric('scrub_lag_ms_2', 'scrub 2: how late the last step was set', 'ms'),
+    ),
 }
 
 #: Volume sizes (sample_data('volume', size)) and the in-memory sizes that go with them.
@@ -142,6 +159,7 @@ class BenchSpec:
     ome_shape: tuple[int, int, int] = (32, 1024, 1024)  # level 0
     ome_chunks: tuple[int, ...] = (1, 256, 256)
     ome_steps: int = 5  # S3: steps to a new plane, each measured once it settled
+    ome_scrub_steps: int = 20  # S8: steps of each of its two scrubs
     s3_timeout_s: float = 150.0  # S3's bound: napari reads the whole Z stack per step (zarr levels)
     revisit_trials: int = 5  # S6 (a)
     neighbour_trials: int = 5  # S6 (b)
@@ -179,14 +197,14 @@ class BenchSpec:
             base.update(single_steps=8, scenario_timeout_s=30.0, ome_steps=3, revisit_trials=3,
                         neighbour_trials=3, s3_timeout_s=60.0)
         if size == 'tiny':
-            base.update(steps=10, scenario_timeout_s=20.0, ome_steps=2, revisit_trials=2,
+            base.update(steps=10, scenario_timeout_s=20.0, ome_steps=2, ome_scrub_steps=3, revisit_trials=2,
                         neighbour_trials=2, s3_timeout_s=30.0)
         base.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**base)
 
     def timeout_for(self, scenario: str) -> float:
         """Bound on one repetition of ``scenario``."""
-        if scenario == 'S3':
+        if scenario in OME_SCENARIOS:
             return max(self.scenario_timeout_s, self.s3_timeout_s)
         return self.scenario_timeout_s
 

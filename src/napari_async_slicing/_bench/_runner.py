@@ -161,7 +161,7 @@ def _count_requests(result: dict[str, Any], log: list[dict[str, Any]]) -> None:
         if r.get('status') != 'ok':
             continue
         window = extra.get('window')
-        if r['scenario'] == 'S1' and window:
+        if r['scenario'] in ('S1', 'S8') and window:
             r['metrics']['chunk_requests'] = float(_count_chunk_requests(log, window))
         add_window = extra.get('add_window')
         if r['scenario'] == 'S7' and add_window:

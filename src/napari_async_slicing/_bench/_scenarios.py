@@ -381,6 +381,74 @@ def scenario_s5(ctx: Context) -> tuple[dict[str, float], dict[str, Any]]:
     return metrics, {'steps': len(steps), 'interval_ms': interval}
 
 
+# -- S8: dask multiscale, as napari-ome-zarr hands it ----------------------------------------------
+
+
+def _s8_scrubs(nz: int, count: int) -> tuple[list[int], list[int]]:
+    """Two scrubs over planes not shown before (plane 0 is shown first): odd planes upwards, then
+    even planes downwards, each at most ``count`` steps."""
+    return list(range(1, nz, 2))[:count], list(range(nz - 2 + nz % 2, 0, -2))[:count]
+
+
+def scenario_s8(ctx: Context) -> tuple[dict[str, float], dict[str, Any]]:
+    """The S3 OME-Zarr opened as napari-ome-zarr opens it (``dask.array.from_zarr`` per level, the
+    three finest levels), two scrubs over new planes: S1's figures for each."""
+    import dask.array as da
+
+    from napari_async_slicing._io import open_image
+
+    spec = ctx.spec
+    deadline = _Deadline(spec.timeout_for('S8'))
+    data, kwargs = open_image(spec.ome_url, store=spec.store)
+    levels = [da.from_zarr(a) for a in (list(data) if isinstance(data, (list, tuple)) else [data])][:3]
+    shapes = [(int(a.shape[-2]), int(a.shape[-1])) for a in levels]
+    nz = int(levels[0].shape[0])
+    scrubs: list[dict[str, Any]] = []
+    with _viewer(ctx) as viewer:
+        layer = viewer.add_image(levels, multiscale=len(levels) > 1, name='S8 dask ome',
+                                 **{k: v for k, v in kwargs.items() if k != 'name'})
+        viewer.reset_view()
+        watch = PlaneWatch(viewer, layer, level_plane_identifier(shapes), ctx.heartbeat)
+        viewer.dims.set_current_step(0, 0)
+        _settle_level(ctx, layer, watch, 0, deadline, 'S8 initial plane')
+        _arm(ctx)
+        for steps in _s8_scrubs(nz, spec.ome_scrub_steps):
+            times = _scrub(ctx, viewer, steps, spec.step_interval_ms)
+            _settle_level(ctx, layer, watch, steps[-1], deadline, 'S8 final plane')
+            t_final = watch.first_time_at_or_after((steps[-1], int(layer.data_level)), times[-1])
+            assert t_final is not None
+            t_end = t_final + 0.1
+            run_until(lambda: now() >= t_end, 1.0)
+            due = times[0] + (len(times) - 1) * spec.step_interval_ms / 1000
+            shown = {p[0] for t, p in watch.records
+                     if times[0] <= t <= t_end and p is not None and p[0] in set(steps)}
+            scrubs.append({
+                **gap_stats(ctx.heartbeat.gaps(times[0], t_end)),
+                **_main_thread(ctx, times, t_end),
+                'planes_applied': float(len(shown)),
+                'final_latency_ms': (t_final - times[-1]) * 1000,
+                'final_after_due_ms': (t_final - due) * 1000,
+                'scrub_lag_ms': max(0.0, times[-1] - due) * 1000,
+                'window': [times[0], t_end],
+            })
+            _calm(ctx, layer, deadline)
+        _disarm(ctx)
+        watch.disconnect()
+    metrics: dict[str, float] = {}
+    for key in ('max_gap_ms', 'max_gap_ex_paint_ms', 'step_cpu_max_ms'):
+        metrics[key] = max(r[key] for r in scrubs)
+    for key in ('stall_ex_paint_ms', 'planes_applied'):
+        metrics[key] = sum(r[key] for r in scrubs)
+    for key in ('step_cpu_ms', 'main_cpu_per_step_ms'):
+        metrics[key] = statistics.mean(r[key] for r in scrubs)
+    for i, r in enumerate(scrubs, 1):
+        for key in ('final_latency_ms', 'final_after_due_ms', 'scrub_lag_ms'):
+            metrics[f'{key}_{i}'] = r[key]
+    windows = [r['window'] for r in scrubs]
+    return metrics, {'window': [windows[0][0], windows[-1][1]], 'scrubs': scrubs,
+                     'levels': shapes, 'data_level': int(layer.data_level)}
+
+
 # -- S3: multiscale OME-Zarr -----------------------------------------------------------------------
 
 
@@ -679,4 +747,5 @@ RUNNERS: dict[str, Callable[[Context], tuple[dict[str, float], dict[str, Any]]]]
     'S5': scenario_s5,
     'S6': scenario_s6,
     'S7': scenario_s7,
+    'S8': scenario_s8,
 }
