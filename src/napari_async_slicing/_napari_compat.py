@@ -69,6 +69,14 @@ def canvas_widget_of(viewer: Any) -> Any:
     return viewer.window._qt_viewer.canvas.native
 
 
+def close_notifications(viewer: Any) -> None:
+    """Close the notification toasts shown over the viewer's canvas (before a screenshot)."""
+    from napari._qt.dialogs.qt_notification import NapariQtNotification
+
+    for toast in main_window_of(viewer).findChildren(NapariQtNotification):
+        toast.close()
+
+
 def vispy_node(viewer: Any, layer: Any) -> Any:
     """The vispy node napari hands a layer's sliced data to (for measuring what is shown)."""
     return viewer.window._qt_viewer.layer_to_visual[layer].node
