@@ -12,6 +12,7 @@ from pathlib import Path
 import napari
 from qtpy.QtCore import QEventLoop, QTimer
 
+from napari_async_slicing._napari_compat import close_notifications
 from napari_async_slicing._qt._plugin_widget import AsyncSlicingWidget
 from napari_async_slicing.testing import ZarrHTTPServer, sample_data
 
@@ -52,10 +53,7 @@ def main(out: str) -> int:
                 break
             pump(50)
         pump(600)  # the readout ticks
-        from napari._qt.dialogs.qt_notification import NapariQtNotification
-
-        for toast in viewer.window._qt_window.findChildren(NapariQtNotification):
-            toast.close()  # napari's PyQt5 deprecation toast would cover the canvas
+        close_notifications(viewer)  # napari's PyQt5 deprecation toast would cover the canvas
         viewer.layers.selection.active = image
         pump(300)
         assert image.multiscale

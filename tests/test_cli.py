@@ -69,3 +69,36 @@ def test_demo_headless_writes_screenshot_and_report(tmp_path, qapp):
     image = imread(str(tmp_path / 'demo.png'))
     assert image[..., :3].std() > 5
     assert np.isfinite(report['final_plane_after_last_step_s'])
+
+
+def test_demo_window_gives_the_canvas_most_of_it_and_shows_the_readout_whole(qapp, qtbot):
+    from qtpy.QtCore import QPoint, QRect
+
+    from napari_async_slicing._napari_compat import canvas_widget_of, main_window_of
+    from napari_async_slicing.testing import sample_data, which_plane
+
+    from .conftest import vispy_data
+
+    path = sample_data('cells', 'tiny')
+    with ZarrHTTPServer(path.parent, latency=0.01, max_seconds=120) as server, napari_async_slicing.enabled():
+        viewer, layer, readout = _cli.open_demo(server.url_for(path.name))
+        try:
+            window, canvas = main_window_of(viewer), canvas_widget_of(viewer)
+            viewer.dims.current_step = (4, *viewer.dims.current_step[1:])
+            qtbot.waitUntil(lambda: layer.loaded and readout.isVisible(), timeout=10_000)
+            raw = vispy_data(viewer, layer).astype(np.uint16)
+            assert which_plane(raw, level=layer.data_level, content='cells') == 4  # the planes tell apart
+            assert canvas.width() * canvas.height() > 0.5 * window.width() * window.height()
+
+            readout.refresh()
+            label = readout.label
+            assert len(label.text().splitlines()) == 3  # header, the layer, the cache
+            assert label.width() >= label.sizeHint().width() and label.height() >= label.sizeHint().height()
+            shown = QRect(label.mapTo(window, QPoint(0, 0)), label.size())
+            assert window.rect().contains(shown)
+            dock = readout.parentWidget()
+            title = dock.titleBarWidget()
+            inside = QRect(label.mapTo(dock, QPoint(0, 0)), label.size())
+            assert title is None or not title.geometry().intersects(inside), 'the title bar covers the readout'
+        finally:
+            viewer.close()

@@ -25,6 +25,7 @@ import napari_async_slicing.testing
 from napari_async_slicing.testing import (
     ZarrHTTPServer,
     expected_plane,
+    make_ome_zarr,
     make_volume,
     open_remote_array,
     open_remote_group,
@@ -139,6 +140,27 @@ def test_ome_zarr_metadata_and_levels(tiny_ome_zarr: Path, zarr_server_factory: 
     cells = group["labels/cells"]
     assert "image-label" in cells.attrs["ome"]
     assert cells["0"].dtype == np.uint32 and cells["0"][:].max() > 0
+
+
+def test_the_cells_sample_looks_like_nuclei_and_its_planes_tell_apart(tmp_path: Path) -> None:
+    path = make_ome_zarr(tmp_path / "cells.ome.zarr", shape=(12, 256, 256), chunks=(1, 64, 64),
+                         levels=3, labels=False, content="cells")
+    group: Any = zarr.open_group(path, mode="r")
+    assert "labels" not in group
+    for k in range(3):
+        level = group[str(k)]
+        for z in (0, 5, 11):
+            plane = level[z]
+            np.testing.assert_array_equal(plane, expected_plane((12, 256, 256), z, level=k, content="cells"))
+            assert which_plane(plane, level=k, content="cells") == z
+            assert which_plane(plane, level=k) is None  # not the stripes
+        np.testing.assert_array_equal(level[5], group["0"][5][:: 2**k, :: 2**k])  # levels subsample
+    brightness = group["0"][5] // 256
+    assert brightness.min() < 40 and brightness.max() > 150  # dim background, bright nuclei
+    assert (brightness > 100).mean() > 0.02  # some of the plane is nuclei
+    assert which_plane(group["0"][4], content="cells") != which_plane(group["0"][5], content="cells")
+    with pytest.raises(ValueError):
+        expected_plane((300, 8, 8), 256, content="cells")  # the low byte holds 256 planes
 
 
 # -- serving -----------------------------------------------------------------

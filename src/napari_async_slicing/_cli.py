@@ -77,24 +77,47 @@ def _view(args: argparse.Namespace) -> int:
     return 0
 
 
+#: The demo window's share of the screen's available area (each side), and its largest size.
+DEMO_SCREEN_SHARE = 0.95
+DEMO_MAX_SIZE = (1600, 1000)
+
+
+def open_demo(url: str) -> tuple[Any, Any, Any]:
+    """The demo's viewer on ``url`` (our slicer must be enabled): the image layer, the latency
+    readout docked below the canvas (a wide, short strip: the canvas keeps the window's width),
+    and the window sized to most of the screen. Returns ``(viewer, layer, readout)``."""
+    import napari
+    from qtpy.QtGui import QGuiApplication
+    from qtpy.QtWidgets import QApplication
+
+    from napari_async_slicing._io import open_image
+    from napari_async_slicing._qt._latency_widget import LatencyWidget
+
+    data, kwargs = open_image(url)
+    viewer = napari.Viewer(title='napari-async-slicing demo')
+    layer = viewer.add_image(data, **kwargs)
+    readout = LatencyWidget(viewer)
+    viewer.window.add_dock_widget(readout, name='slicing latency', area='bottom')
+    screen = QGuiApplication.primaryScreen().availableGeometry()
+    viewer.window.resize(min(DEMO_MAX_SIZE[0], int(screen.width() * DEMO_SCREEN_SHARE)),
+                         min(DEMO_MAX_SIZE[1], int(screen.height() * DEMO_SCREEN_SHARE)))
+    QApplication.processEvents()  # the canvas takes its new size...
+    viewer.reset_view()  # ...and the image is fitted to it, not to the window's first size
+    return viewer, layer, readout
+
+
 def _demo(args: argparse.Namespace) -> int:
     import napari
     from qtpy.QtCore import QEventLoop, QTimer
 
     import napari_async_slicing
-    from napari_async_slicing._io import open_image
+    from napari_async_slicing._napari_compat import close_notifications
     from napari_async_slicing.testing import ZarrHTTPServer, sample_data
 
-    path = sample_data('ome', args.size)
+    path = sample_data('cells', args.size)
     server = ZarrHTTPServer(path.parent, latency=args.latency, max_seconds=3600).start()
     napari_async_slicing.enable()
-    data, kwargs = open_image(server.url_for(path.name))
-    viewer = napari.Viewer(title='napari-async-slicing demo')
-    layer = viewer.add_image(data, **kwargs)
-    from napari_async_slicing._qt._latency_widget import LatencyWidget
-
-    readout = LatencyWidget(viewer)
-    viewer.window.add_dock_widget(readout, name='slicing latency', area='right')
+    viewer, layer, readout = open_demo(server.url_for(path.name))
     print(f'demo: serving {path.name} at {server.url} with {args.latency * 1000:.0f} ms per request')
     if not args.headless:
         napari.run()
@@ -149,6 +172,7 @@ def _demo(args: argparse.Namespace) -> int:
         args.out.mkdir(parents=True, exist_ok=True)
         readout.refresh()
         report['readout'] = readout.label.text().splitlines()
+        close_notifications(viewer)  # napari's PyQt5 deprecation toast would cover the canvas
         viewer.screenshot(str(shot), canvas_only=False)
         (args.out / 'demo-report.json').write_text(json.dumps(report, indent=2))
         viewer.close()

@@ -59,6 +59,24 @@ def update_canvas(viewer: Any) -> None:
     viewer.window._qt_viewer.canvas._scene_canvas.update()
 
 
+def main_window_of(viewer: Any) -> Any:
+    """The ``QMainWindow`` of a shown viewer (for its geometry and docks)."""
+    return viewer.window._qt_window
+
+
+def canvas_widget_of(viewer: Any) -> Any:
+    """The Qt widget vispy draws the viewer's canvas in."""
+    return viewer.window._qt_viewer.canvas.native
+
+
+def close_notifications(viewer: Any) -> None:
+    """Close the notification toasts shown over the viewer's canvas (before a screenshot)."""
+    from napari._qt.dialogs.qt_notification import NapariQtNotification
+
+    for toast in main_window_of(viewer).findChildren(NapariQtNotification):
+        toast.close()
+
+
 def vispy_node(viewer: Any, layer: Any) -> Any:
     """The vispy node napari hands a layer's sliced data to (for measuring what is shown)."""
     return viewer.window._qt_viewer.layer_to_visual[layer].node

@@ -8,6 +8,8 @@ from typing import Any
 from qtpy.QtCore import QCoreApplication, QEvent, QObject, Qt, QThread
 
 _CALL = QEvent.Type(QEvent.registerEventType())
+#: ``postEvent``'s priority as the int every binding takes (PyQt6 refuses its enum there).
+_HIGH_PRIORITY = int(getattr(Qt.EventPriority.HighEventPriority, 'value', Qt.EventPriority.HighEventPriority))
 
 
 class _CallEvent(QEvent):
@@ -33,7 +35,7 @@ class MainThreadCaller(QObject):
         if QThread.currentThread() is self.thread():
             fn()
         else:
-            QCoreApplication.postEvent(self, _CallEvent(fn), Qt.EventPriority.HighEventPriority)
+            QCoreApplication.postEvent(self, _CallEvent(fn), _HIGH_PRIORITY)
 
     def event(self, event: QEvent) -> bool:
         if event.type() == _CALL:

@@ -9,6 +9,14 @@ origin) that makes every plane non-constant; the remaining bits encode ``z``.
 Plane ``z`` is therefore identified by ``value(z, 0, 0) // 64`` for ``z < 1024``.
 Multiscale level ``k`` keeps Z and subsamples Y and X: its plane ``z`` is the
 level-0 plane ``z`` sliced ``[::2**k, ::2**k]``.
+
+The demo's sample (``sample_data("cells", size)``) has the content ``"cells"`` instead: soft,
+textured nuclei on a dim background, a picture a person recognises, with the plane in the low
+byte (see :func:`cells_plane`)::
+
+    value(z, y, x) = 256 * brightness(z, y, x) + z      (brightness 0..255, z < 256)
+
+Its planes are told apart with ``which_plane(array, content="cells")``.
 """
 
 from __future__ import annotations
@@ -28,6 +36,7 @@ import zarr
 
 __all__ = [
     "cache_dir",
+    "cells_plane",
     "expected_plane",
     "make_ome_zarr",
     "make_volume",
@@ -54,6 +63,13 @@ SAMPLE_SIZES: dict[str, dict[str, dict[str, Any]]] = {
         "s1": {"shape": (64, 2048, 2048), "chunks": (1, 256, 256), "levels": 4},
     },
 }
+#: The demo's OME-Zarr samples: the "ome" shapes with the "cells" content (no labels).
+SAMPLE_SIZES["cells"] = {size: dict(params, content="cells", labels=False)
+                         for size, params in SAMPLE_SIZES["ome"].items()}
+
+#: What a sample's voxels hold: ``"stripes"`` (:func:`plane_value`) or ``"cells"``
+#: (:func:`cells_plane`).
+CONTENTS = ("stripes", "cells")
 
 
 def plane_value(z: npt.ArrayLike, y: npt.ArrayLike, x: npt.ArrayLike) -> npt.NDArray[np.uint16]:
@@ -65,14 +81,88 @@ def plane_value(z: npt.ArrayLike, y: npt.ArrayLike, x: npt.ArrayLike) -> npt.NDA
     return ((64 * zi + pattern) % 65536).astype(np.uint16)
 
 
+#: One nucleus per cell of this (z, y, x) lattice of level-0 voxels, placed at random in it.
+_CELL_LATTICE = (10.0, 72.0, 72.0)
+#: More than the largest half-extent a nucleus has along z (5.5 * 1.3) and in (y, x) (26 * 1.3).
+_CELL_REACH = (7.5, 34.0)
+
+
+def _hash01(salt: int, *indices: npt.NDArray[np.int64]) -> npt.NDArray[np.float64]:
+    """Uniform [0, 1) numbers, a pure function of ``salt`` and the integer ``indices``."""
+    with np.errstate(over="ignore"):
+        h = np.full(np.shape(indices[0]), (salt * 0x9E3779B97F4A7C15) % 2**64, dtype=np.uint64)
+        for mult, idx in zip((0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9, 0x27D4EB2F165667C5), indices):
+            h = h ^ (np.asarray(idx).astype(np.uint64) * np.uint64(mult))
+            h = (h ^ (h >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)  # splitmix64's finaliser
+            h = (h ^ (h >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+            h = h ^ (h >> np.uint64(31))
+    return (h >> np.uint64(11)).astype(np.float64) / 2.0**53
+
+
+def _nuclei(z: int, y_range: tuple[float, float], x_range: tuple[float, float]) -> dict[str, Any]:
+    """The nuclei that reach plane ``z`` inside the level-0 ``y_range``/``x_range`` (inclusive)."""
+    (lz, ly, lx), (rz_max, r_max) = _CELL_LATTICE, _CELL_REACH
+    axes = [np.arange(math.floor((lo - reach) / size), math.floor((hi + reach) / size) + 1)
+            for (lo, hi), reach, size in (((z, z), rz_max, lz), (y_range, r_max, ly), (x_range, r_max, lx))]
+    iz, iy, ix = (a.ravel() for a in np.meshgrid(*axes, indexing="ij"))
+
+    def u(salt: int) -> npt.NDArray[np.float64]:
+        return _hash01(salt, iz, iy, ix)
+
+    n = {
+        "cz": (iz + 0.15 + 0.7 * u(1)) * lz, "cy": (iy + 0.2 + 0.6 * u(2)) * ly,
+        "cx": (ix + 0.2 + 0.6 * u(3)) * lx, "rz": 3.0 + 2.5 * u(4), "ry": 15.0 + 11.0 * u(5),
+        "angle": np.pi * u(7), "bright": 0.45 + 0.5 * u(8), "phase": 2 * np.pi * u(9),
+    }
+    n["rx"] = n["ry"] * (0.65 + 0.35 * u(6))  # rx <= ry <= 26: 26 * 1.3 < _CELL_REACH
+    keep = (u(0) < 0.85) & (np.abs(n["cz"] - z) < n["rz"] * 1.3)
+    return {k: v[keep] for k, v in n.items()}
+
+
+def cells_plane(z: int, ys: npt.ArrayLike, xs: npt.ArrayLike) -> npt.NDArray[np.uint16]:
+    """Plane ``z`` of the ``"cells"`` content at level-0 rows ``ys`` and columns ``xs`` (sorted).
+
+    ``256 * brightness + z``: textured soft-edged nuclei (one per cell of a jittered lattice,
+    some missing, each a few planes deep) on a dim, slowly varying background. The brightness
+    depends on the voxel's level-0 coordinates only, so a level's plane is the level-0 plane
+    subsampled, whatever the volume's shape. ``z`` must be below 256.
+    """
+    if not 0 <= z < 256:
+        raise ValueError(f"the cells content holds planes 0..255, not {z}")
+    ys = np.asarray(ys, dtype=np.float64)
+    xs = np.asarray(xs, dtype=np.float64)
+    bright = 0.06 + 0.035 * (1 + np.sin(ys[:, None] / 170 + 1.0) * np.cos(xs[None, :] / 230))
+    if ys.size and xs.size:
+        n = _nuclei(z, (ys[0], ys[-1]), (xs[0], xs[-1]))
+        for i in range(len(n["cz"])):
+            cy, cx, ry = n["cy"][i], n["cx"][i], n["ry"][i] * 1.3
+            y0, y1 = np.searchsorted(ys, [cy - ry, cy + ry])
+            x0, x1 = np.searchsorted(xs, [cx - ry, cx + ry])
+            if y0 == y1 or x0 == x1:
+                continue
+            dy, dx = ys[y0:y1, None] - cy, xs[None, x0:x1] - cx
+            cos, sin = np.cos(n["angle"][i]), np.sin(n["angle"][i])
+            d = np.sqrt(((z - n["cz"][i]) / n["rz"][i]) ** 2 + ((dy * cos + dx * sin) / n["ry"][i]) ** 2
+                        + ((dx * cos - dy * sin) / n["rx"][i]) ** 2)
+            # chromatin-like texture, brighter towards the middle, a soft edge
+            texture = 0.88 + 0.12 * np.sin(dy * 0.23 + n["phase"][i]) * np.cos(dx * 0.19 - n["phase"][i])
+            nucleus = n["bright"][i] * texture * (1 - 0.3 * np.minimum(d, 1) ** 2) / (1 + np.exp((d - 1) * 14))
+            np.maximum(bright[y0:y1, x0:x1], nucleus, out=bright[y0:y1, x0:x1])
+    levels = np.clip(np.rint(bright * 255), 0, 255).astype(np.uint16)
+    return levels * 256 + np.uint16(z)
+
+
 def _level_plane(
-    z: npt.ArrayLike, ny: int, nx: int, level: int, y0: int = 0, x0: int = 0
+    z: npt.ArrayLike, ny: int, nx: int, level: int, y0: int = 0, x0: int = 0, content: str = "stripes"
 ) -> npt.NDArray[np.uint16]:
     """Values of the ``(ny, nx)`` block at level-``level`` offset ``(y0, x0)``."""
     step = 2**level
     ys = (y0 + np.arange(ny, dtype=np.int64)) * step
     xs = (x0 + np.arange(nx, dtype=np.int64)) * step
     zs = np.asarray(z, dtype=np.int64)
+    if content == "cells":
+        planes = [cells_plane(int(zi), ys, xs) for zi in zs.ravel()]
+        return np.stack(planes).reshape(*zs.shape, ny, nx)
     return plane_value(zs[..., None, None], ys[:, None], xs[None, :])
 
 
@@ -82,12 +172,13 @@ def _level_shape(shape: tuple[int, int, int], level: int) -> tuple[int, int, int
 
 
 def expected_plane(
-    shape: tuple[int, ...], z: int, dtype: npt.DTypeLike = np.uint16, *, level: int = 0
+    shape: tuple[int, ...], z: int, dtype: npt.DTypeLike = np.uint16, *, level: int = 0,
+    content: str = "stripes",
 ) -> npt.NDArray[Any]:
     """Return plane ``z`` of a generated volume with level-0 ``shape`` (Z, Y, X).
 
     With ``level=k`` the plane of multiscale level ``k`` is returned, of shape
-    ``(ceil(Y / 2**k), ceil(X / 2**k))``.
+    ``(ceil(Y / 2**k), ceil(X / 2**k))``; ``content`` is the sample's (see ``CONTENTS``).
     """
     if len(shape) != 3:
         raise ValueError(f"shape must be (Z, Y, X), got {shape!r}")
@@ -95,14 +186,14 @@ def expected_plane(
     if not 0 <= z < nz:
         raise IndexError(f"plane {z} out of range for {nz} planes")
     _, ny, nx = _level_shape((shape[0], shape[1], shape[2]), level)
-    return _level_plane(z, ny, nx, level).astype(dtype)
+    return _level_plane(z, ny, nx, level, content=content).astype(dtype)
 
 
-def which_plane(array2d: npt.ArrayLike, *, level: int = 0) -> int | None:
+def which_plane(array2d: npt.ArrayLike, *, level: int = 0, content: str = "stripes") -> int | None:
     """Return the plane index whose level-``level`` plane equals ``array2d`` exactly.
 
-    ``array2d`` must be a whole plane (starting at the origin). Returns ``None``
-    if it matches no plane.
+    ``array2d`` must be a whole plane (starting at the origin) of a sample with this
+    ``content``. Returns ``None`` if it matches no plane.
     """
     arr = np.asarray(array2d)
     if arr.ndim != 2 or arr.size == 0:
@@ -110,8 +201,8 @@ def which_plane(array2d: npt.ArrayLike, *, level: int = 0) -> int | None:
     first = arr.flat[0]
     if not np.isfinite(first) or first < 0 or first != int(first):
         return None
-    z = int(first) // 64
-    expected = _level_plane(z, arr.shape[0], arr.shape[1], level)
+    z = int(first) % 256 if content == "cells" else int(first) // 64
+    expected = _level_plane(z, arr.shape[0], arr.shape[1], level, content=content)
     return z if np.array_equal(arr, expected) else None
 
 
@@ -176,12 +267,12 @@ def _clip_chunks(chunks: tuple[int, int, int], shape: tuple[int, int, int]) -> t
     return (min(chunks[0], shape[0]), min(chunks[1], shape[1]), min(chunks[2], shape[2]))
 
 
-def _fill(arr: zarr.Array, level: int) -> None:
-    """Fill a 3D array with level-``level`` :func:`plane_value` data, slab by slab."""
+def _fill(arr: zarr.Array, level: int, content: str = "stripes") -> None:
+    """Fill a 3D array with level-``level`` data of ``content``, slab by slab."""
     nz, ny, nx = arr.shape
     dtype = arr.dtype
     for z0, z1 in _slabs(nz, arr.chunks[0], ny * nx * dtype.itemsize):
-        arr[z0:z1] = _level_plane(np.arange(z0, z1), ny, nx, level).astype(dtype)
+        arr[z0:z1] = _level_plane(np.arange(z0, z1), ny, nx, level, content=content).astype(dtype)
 
 
 def make_volume(
@@ -248,20 +339,26 @@ def make_ome_zarr(
     dtype: npt.DTypeLike = "uint16",
     labels: bool = True,
     overwrite: bool = False,
+    content: str = "stripes",
 ) -> Path:
     """Write an OME-Zarr 0.5 multiscale image group at ``path`` and return it.
 
     Levels ``"0"``..``str(levels - 1)`` halve Y and X (Z kept); level ``k`` holds
-    ``expected_plane(shape, z, level=k)``. With ``labels`` a single-level uint32
-    label image ``labels/cells`` is added on the coarsest level's grid.
+    ``expected_plane(shape, z, level=k, content=content)``. With ``labels`` a single-level
+    uint32 label image ``labels/cells`` is added on the coarsest level's grid.
     """
     shape3 = _as_3tuple(shape, "shape")
     chunks3 = _as_3tuple(chunks, "chunks")
     if levels < 1:
         raise ValueError("levels must be >= 1")
+    if content not in CONTENTS:
+        raise ValueError(f"content must be one of {CONTENTS}, not {content!r}")
     np_dtype = np.dtype(dtype)
-    marker = _marker("ome", shape=shape3, chunks=chunks3, levels=levels, dtype=np_dtype.str, labels=labels)
-    vmax = int(plane_value(shape3[0] - 1, 0, 0)) + 63
+    extra = {} if content == "stripes" else {"content": content}  # stripes' caches stay valid
+    marker = _marker("ome", shape=shape3, chunks=chunks3, levels=levels, dtype=np_dtype.str, labels=labels,
+                     **extra)
+    # The omero window: the sample's range (cells: brightness 255 is 65280 + z).
+    vmax = 65535 if content == "cells" else int(plane_value(shape3[0] - 1, 0, 0)) + 63
     ome = {
         "version": "0.5",
         "multiscales": [_multiscale("image", levels)],
@@ -286,7 +383,7 @@ def make_ome_zarr(
                 str(k), shape=kshape, chunks=_clip_chunks(chunks3, kshape), dtype=np_dtype,
                 dimension_names=["z", "y", "x"],
             )
-            _fill(arr, k)
+            _fill(arr, k, content)
         if labels:
             _write_labels(root, shape3, chunks3, levels)
 
@@ -320,8 +417,9 @@ def _as_3tuple(value: tuple[int, ...], name: str) -> tuple[int, int, int]:
 def sample_data(kind: str, size: str = "small") -> Path:
     """Build (or reuse) a cached sample and return its path.
 
-    ``kind`` is ``"volume"`` (plain zarr v3 array, see :func:`make_volume`) or
-    ``"ome"`` (OME-Zarr group, see :func:`make_ome_zarr`); ``size`` is one of
+    ``kind`` is ``"volume"`` (plain zarr v3 array, see :func:`make_volume`),
+    ``"ome"`` (OME-Zarr group, see :func:`make_ome_zarr`) or ``"cells"`` (the demo's:
+    an OME-Zarr group with the ``"cells"`` content, no labels); ``size`` is one of
     ``"tiny"``, ``"small"``, ``"s1"`` (see ``SAMPLE_SIZES``).
     """
     try:

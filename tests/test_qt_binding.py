@@ -1,0 +1,39 @@
+"""The Qt binding: napari and vispy run the one qtpy picked (PyQt5, or PyQt6 with ``QT_API=pyqt6``),
+and what we post to Qt works under it."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+import threading
+
+import qtpy
+
+from napari_async_slicing._napari_compat import canvas_widget_of
+from napari_async_slicing._qt._main_thread import MainThreadCaller
+
+BINDINGS = ('PyQt5', 'PyQt6', 'PySide2', 'PySide6')
+
+
+def test_napari_and_vispy_run_qtpys_binding_and_no_other(make_napari_viewer):
+    """(That qtpy's binding is the one ``QT_API`` asked for is checked before the run, by
+    ``scripts/versions.py``: qtpy overwrites ``QT_API`` with what it picked.)"""
+    binding = qtpy.API_NAME
+    viewer = make_napari_viewer(show=True)
+    from vispy.app import use_app
+
+    assert use_app().backend_name == binding
+    widgets = importlib.import_module(f'{binding}.QtWidgets')
+    assert isinstance(canvas_widget_of(viewer), widgets.QWidget)  # napari's canvas is of it
+    others = [name for name in BINDINGS if name != binding and f'{name}.QtCore' in sys.modules]
+    assert not others, f'{others} imported beside {binding}'
+
+
+def test_a_call_from_a_worker_thread_runs_on_the_main_thread(qapp, qtbot):
+    caller = MainThreadCaller()
+    ran: list[str] = []
+    worker = threading.Thread(target=caller, args=(lambda: ran.append(threading.current_thread().name),))
+    worker.start()
+    worker.join(5)
+    qtbot.waitUntil(lambda: bool(ran), timeout=2000)
+    assert ran == [threading.main_thread().name]
