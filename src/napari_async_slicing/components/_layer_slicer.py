@@ -22,7 +22,6 @@ import logging
 import sys
 import threading
 import time
-import traceback
 import weakref
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -173,14 +172,19 @@ class _LayerState:
 
 
 class _FailureNotifier:
-    """At most one notification per layer per ``interval`` seconds, counting the rest."""
+    """At most one notification per layer per ``interval`` seconds, counting the rest.
+
+    A notification is the message only (napari formats an exception's traceback, locals
+    included, on the main thread: a second or more for a deep read); the traceback goes to
+    ``logging`` at debug level from the worker that met it.
+    """
 
     def __init__(self, interval: float = 1.0) -> None:
         self.interval = interval
         self._last: dict[int, float] = {}
         self._suppressed: dict[int, int] = {}
 
-    def report(self, key: int, error: SliceError) -> bool:
+    def report(self, key: int, message: str) -> bool:
         now = time.monotonic()
         if now - self._last.get(key, -float('inf')) < self.interval:
             self._suppressed[key] = self._suppressed.get(key, 0) + 1
@@ -188,10 +192,10 @@ class _FailureNotifier:
         suppressed = self._suppressed.pop(key, 0)
         self._last[key] = now
         if suppressed:
-            error.args = (f'{error.args[0]} ({suppressed} similar failures not shown)',)
-        from napari.utils.notifications import notification_manager
+            message = f'{message} ({suppressed} similar failures not shown)'
+        from napari.utils.notifications import Notification, NotificationSeverity, notification_manager
 
-        notification_manager.receive_error(SliceError, error, error.__traceback__)
+        notification_manager.dispatch(Notification(message, severity=NotificationSeverity.ERROR))
         return True
 
 
@@ -788,6 +792,8 @@ class AsyncLayerSlicer:
             task.error = exc
         except Exception as exc:  # noqa: BLE001 - reported on the main thread
             task.error = exc
+            # The traceback: here (off the main thread, formatted only if debug is on).
+            logger.debug('slice of request %s failed', task.request_id, exc_info=exc)
         else:
             task.response = response
         task.data_ready = time.perf_counter()
@@ -973,6 +979,7 @@ class AsyncLayerSlicer:
         layer = item.layer_ref()
         if layer is None:
             return
+        logger.debug('showing a response failed', exc_info=error)
         compat.mark_loaded(layer, item.request_id)
         item.error = error
         self._report_failure(layer, item)
@@ -1003,11 +1010,8 @@ class AsyncLayerSlicer:
         error = task.error
         name = getattr(layer, 'name', type(layer).__name__)
         where = f' at step {task.step}' if task.step else ''
-        wrapped = SliceError(f"Could not load layer '{name}'{where}: {type(error).__name__}: {error}")
-        wrapped.__cause__ = error
-        wrapped.__traceback__ = error.__traceback__
-        logger.debug('slice failed: %s', ''.join(traceback.format_exception(error)))
-        self._notifier.report(id(layer), wrapped)
+        message = f"Could not load layer '{name}'{where}: {type(error).__name__}: {error}"
+        self._notifier.report(id(layer), message)
 
     # --- prefetch (R14) -------------------------------------------------------------------
 
