@@ -399,11 +399,12 @@ class AsyncLayerSlicer:
             for _, state in states:
                 self._supersede_all(state)
         self._cancel_prefetch()
-        self._interactive.shutdown(wait=True, cancel_futures=True)
-        self._heavy.shutdown(wait=True, cancel_futures=True)
-        self._beside.shutdown(wait=True, cancel_futures=True)
-        self._prefetch_pool.shutdown(wait=True, cancel_futures=True)
-        self._ahead_pool.shutdown(wait=True, cancel_futures=True)
+        for pool in self.pools():  # all at once: the wait is the slowest thread's, not the sum
+            pool.shutdown(wait=False, cancel_futures=True)
+        for pool in self.pools():
+            pool.shutdown(wait=True)
+        with self._lock:
+            self._prefetches.clear()  # queued ones never started
         self.cache.clear()
         with self._lock:
             for task in list(self._in_flight):  # queued in an executor that never ran them
@@ -419,6 +420,10 @@ class AsyncLayerSlicer:
         self.events.disconnect()
         self.events.ready.disconnect()
         self._release_switch_interval()
+
+    def pools(self) -> tuple[ThreadPoolExecutor, ...]:
+        """Every thread pool of the slicer (its threads are gone once ``shutdown`` returns)."""
+        return (self._interactive, self._heavy, self._beside, self._prefetch_pool, self._ahead_pool)
 
     def stats(self) -> list[dict]:
         """Per-layer latency (last, p50, p95 in ms), requests in flight and outcome counts."""
