@@ -68,10 +68,20 @@ def remote_volume(server):
 
 @pytest.fixture
 def errors(monkeypatch) -> list:
-    """Error notifications napari would show, collected instead."""
-    from napari.utils.notifications import notification_manager
+    """Error notifications napari would show (our message-only ones, and exceptions napari
+    would format), collected instead."""
+    from napari.utils.notifications import NotificationSeverity, notification_manager
 
     received: list = []
+    dispatch = notification_manager.dispatch
+
+    def collect(notification):
+        if notification.severity >= NotificationSeverity.ERROR:
+            received.append(notification)
+        else:
+            dispatch(notification)
+
+    monkeypatch.setattr(notification_manager, 'dispatch', collect)
     monkeypatch.setattr(
         notification_manager,
         'receive_error',

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from napari_async_slicing._bench._probe import Heartbeat
-from napari_async_slicing.testing import ZarrHTTPServer, which_plane
+from napari_async_slicing.testing import ZarrHTTPServer, open_remote_array, which_plane
 
 from .conftest import SHAPE, vispy_data
 
@@ -24,6 +24,7 @@ CLIM = (0, 64 * SHAPE[0] + 64)
 #: issue notes), but on a 2-core machine under other load scheduler and software-GL hiccups alone
 #: reach 200 ms.
 RESPONSIVE_MS = 400
+FRAME_MS = 16
 
 
 def shown_plane(viewer, layer):
@@ -120,3 +121,78 @@ def test_stalled_server_is_reported_after_the_read_timeout(viewer_with, server, 
     server.configure(failure_rate=0.0)
     step_to(viewer, 8)
     qtbot.waitUntil(lambda: shown_plane(viewer, layer) == 8 and layer.loaded, timeout=5000)
+
+
+def test_reporting_a_failure_takes_little_main_thread_time(viewer, server, remote_volume, qtbot):
+    """A notification is its message (layer, step, cause): no traceback formatted on the main
+    thread, even with napari's console notifications on (its formatter renders every frame's
+    locals). Most of what is left is napari's own popup widget (a few ms): within one frame."""
+    from napari.settings import get_settings
+    from napari.utils.notifications import NotificationSeverity, notification_manager
+
+    layer = add_remote(viewer, remote_volume)
+    slicer = viewer._layer_slicer
+    report, cpu_ms = slicer._report_failure, []
+
+    def timed(*args):
+        t0 = time.thread_time()
+        report(*args)
+        cpu_ms.append((time.thread_time() - t0) * 1000)
+
+    slicer._report_failure = timed
+    shown: list = []
+    notification_manager.notification_ready.connect(shown.append)
+    settings = get_settings().application
+    level = settings.console_notification_level
+    settings.console_notification_level = NotificationSeverity.ERROR
+    try:
+        server.configure(failure_rate=1.0, failure_mode='500')
+        step_to(viewer, 2)
+        qtbot.waitUntil(lambda: layer.loaded and bool(shown), timeout=15000)
+    finally:
+        settings.console_notification_level = level
+        notification_manager.notification_ready.disconnect(shown.append)
+    print(f'main-thread CPU of reporting a failure: {max(cpu_ms):.2f} ms')  # for the issue notes
+    message = shown[0].message
+    assert "layer 'remote'" in message and '(2,' in message and '500' in message
+    assert 'Traceback' not in message
+    assert max(cpu_ms) < FRAME_MS
+
+
+@pytest.fixture(scope='module')
+def many_chunks(tmp_path_factory):
+    """Planes of 64 chunks: a read that fails whole when one chunk fails rarely gets through."""
+    from napari_async_slicing.testing import make_volume
+
+    return make_volume(tmp_path_factory.mktemp('chunks') / 'many.zarr', shape=(6, 256, 256), chunks=(1, 32, 32))
+
+
+@pytest.mark.parametrize('cache_bytes', [None, 0], ids=['cache', 'no-cache'])
+def test_each_chunk_is_retried_so_the_plane_arrives(viewer_with, many_chunks, qtbot, errors, cache_bytes):
+    import dask.array as da
+
+    options = {} if cache_bytes is None else {'cache_bytes': cache_bytes}
+    viewer = viewer_with(prefetch_radius=0, **options)
+    with ZarrHTTPServer(many_chunks.parent, max_seconds=120) as server:
+        remote = open_remote_array(server.url_for('many.zarr'))
+        with viewer.sync_slicing():
+            layer = viewer.add_image(remote, contrast_limits=(0, 4000), name='remote')
+            # The same array under a dask graph: its chunks are ours to fetch and retry too.
+            under_dask = viewer.add_image(da.from_zarr(remote), contrast_limits=(0, 4000), name='dask')
+        server.configure(failure_rate=0.2, failure_mode='500', latency=0.005)
+        for z in (0, 1, 4):
+            step_to(viewer, z)
+            qtbot.waitUntil(lambda: layer.loaded and under_dask.loaded, timeout=20000)
+            assert errors == []
+            assert shown_plane(viewer, layer) == z and shown_plane(viewer, under_dask) == z
+        assert server.failures_injected > 20
+
+
+def test_non_transient_failures_are_not_retried(viewer_with, server, remote_volume, qtbot, errors):
+    viewer = viewer_with(prefetch_radius=0)
+    layer = add_remote(viewer, remote_volume)
+    server.configure(failure_rate=1.0, failure_mode='corrupt')
+    server.reset_counters()
+    step_to(viewer, 3)
+    qtbot.waitUntil(lambda: layer.loaded and bool(errors), timeout=10000)
+    assert server.chunk_requests <= 4  # the plane's 4 chunks, each asked once

@@ -1,6 +1,6 @@
 """Soak: a scripted session of scrubs, revisits and layer churn over remote data, with RSS and
 live slicing objects sampled. Memory stays within the chunk-cache budget (+10 %) of where it was
-once the session warmed up, and requests, futures and responses do not accumulate.
+once the session warmed up (from the first plane shown, budget + 10 % + 48 MiB: slow, not met yet), and requests, futures and responses do not accumulate.
 
 CI runs a short session; ``pytest -m slow tests/test_soak.py`` runs the 10-minute one
 (``NAPARI_ASYNC_SLICING_SOAK_SECONDS`` changes its length).
@@ -79,6 +79,9 @@ def soak(viewer_with, qtbot, soak_volume, seconds: float) -> dict:
                 settle()
                 report['rss_mib'].append(process.memory_info().rss / MiB)
 
+        settle()
+        gc.collect()
+        report['first_plane_rss'] = process.memory_info().rss / MiB
         # Warm up: every plane once (the cache fills to its budget), then measure from there.
         for z in range(VOLUME[0]):
             step(z)
@@ -111,13 +114,18 @@ def soak(viewer_with, qtbot, soak_volume, seconds: float) -> dict:
     return report
 
 
-def check(report: dict) -> None:
+def check(report: dict, from_first_plane: bool = False) -> None:
     print(f"soak: {report['actions']} actions, baseline {report['baseline']}, end {report['end']}, "
           f"peak rss {max(report['rss_mib']):.0f} MiB, cache {report['cache']}")
     assert report['cache']['bytes'] <= BUDGET
     assert report['cache']['evictions'] > 0  # the budget was exercised
     peak_growth = max(report['rss_mib']) - report['baseline']['rss']
     assert peak_growth <= 1.1 * BUDGET / MiB, f'RSS grew {peak_growth:.0f} MiB'
+    # From the first plane shown: the cache filling, plus what reads in flight hold.
+    from_first = max(report['rss_mib']) - report['first_plane_rss']
+    print(f'soak: RSS growth from the first plane shown {from_first:.0f} MiB')
+    if from_first_plane:
+        assert from_first <= 1.1 * BUDGET / MiB + 48, f'RSS grew {from_first:.0f} MiB from the first plane'
     # A leak of one object per action would add ~100+; a prefetch or two in flight adds a few.
     for kind in ('tasks', 'futures', 'responses'):
         assert report['end'][kind] <= report['baseline'][kind] + 8, (kind, report['actions'])
@@ -132,3 +140,9 @@ def test_soak_ten_minutes(viewer_with, qtbot, soak_volume):
     # NAPARI_ASYNC_SLICING_SOAK_SECONDS shortens or lengthens it (experiments).
     seconds = float(os.environ.get('NAPARI_ASYNC_SLICING_SOAK_SECONDS', 600))
     check(soak(viewer_with, qtbot, soak_volume, seconds=seconds))
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(strict=False, reason='issue 22: the transient memory of reads in flight is not bounded yet')
+def test_soak_growth_from_the_first_plane(viewer_with, qtbot, soak_volume):
+    check(soak(viewer_with, qtbot, soak_volume, seconds=40), from_first_plane=True)

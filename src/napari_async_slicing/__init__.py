@@ -43,7 +43,10 @@ def enable(**options: Any) -> SlicingOptions:
     from napari_async_slicing import _napari_compat
     from napari_async_slicing.components._layer_slicer import AsyncLayerSlicer
 
+    from napari_async_slicing._memory import return_large_frees
+
     opts = SlicingOptions.from_env(**options)
+    return_large_frees()
     _napari_compat.install(lambda: AsyncLayerSlicer(opts), AsyncLayerSlicer)
     _options = opts
     return opts

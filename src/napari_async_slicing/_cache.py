@@ -93,6 +93,9 @@ class ChunkCache:
 
     def forget(self, arrays: Iterable[Any]) -> None:
         """The data of ``arrays`` changed: drop their chunks and key them afresh."""
+        from napari_async_slicing._reading import zarr_under_dask
+
+        arrays = [a for array in arrays for a in (array, zarr_under_dask(array)) if a is not None]
         with self._lock:
             for array in arrays:
                 name = getattr(array, 'name', None)

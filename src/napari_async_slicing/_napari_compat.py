@@ -1039,9 +1039,7 @@ def shutdown_slicer(slicer: Any) -> None:
 
 def slicer_threads_alive(slicer: Any) -> bool:
     """True while any of ``slicer``'s worker threads is still running."""
-    executors = (
-        [slicer._interactive, slicer._heavy] if _is_ours(slicer) else [slicer._executor]
-    )
+    executors = slicer.pools() if _is_ours(slicer) else [slicer._executor]
     return any(t.is_alive() for ex in executors for t in list(getattr(ex, '_threads', ())))
 
 

@@ -12,6 +12,8 @@ import weakref
 from pathlib import Path
 from typing import Any
 
+from napari_async_slicing._reading import SliceCancelled
+
 #: id(array) -> (weak reference to the array, (coarsest level, downsampling per axis) or None).
 _found: dict[int, tuple[weakref.ReferenceType, Any]] = {}
 _lock = threading.Lock()
@@ -35,6 +37,7 @@ def coarsest_level(array: Any) -> tuple[Any, tuple[float, ...]] | None:
     multiscale image, else None. Reads the parent group's metadata the first time (I/O)."""
     from napari_async_slicing._reading import _is_zarr_array
 
+
     if not _is_zarr_array(array):
         return None
     known = known_coarsest_level(array)
@@ -43,6 +46,8 @@ def coarsest_level(array: Any) -> tuple[Any, tuple[float, ...]] | None:
     key = id(array)
     try:
         result = _look_up(array)
+    except SliceCancelled:
+        raise  # looked up again next time
     except Exception:  # noqa: BLE001 - no parent group, no metadata, no access: no preview
         result = None
 
@@ -56,30 +61,50 @@ def coarsest_level(array: Any) -> tuple[Any, tuple[float, ...]] | None:
 
 
 def _parent_group(array: Any) -> tuple[Any, str] | tuple[None, None]:
-    import zarr
+    """``(coroutine opening the parent group, this array's name in it)``."""
+    from zarr.api.asynchronous import open_group
     from zarr.storage import FsspecStore, LocalStore
 
     store_path = array.store_path
     path = store_path.path.rstrip('/')
     if path:  # opened through its group: the parent is in the same store
         parent, _, name = path.rpartition('/')
-        return zarr.open_group(store=store_path.store, path=parent, mode='r'), name
+        return open_group(store=store_path.store, path=parent, mode='r'), name
     store = store_path.store  # opened on its own: a store one level up
     if isinstance(store, LocalStore):
         root = Path(store.root)
-        return zarr.open_group(store=LocalStore(root.parent, read_only=True), mode='r'), root.name
+        return open_group(store=LocalStore(root.parent, read_only=True), mode='r'), root.name
     if isinstance(store, FsspecStore):
         parent, _, name = store.path.rstrip('/').rpartition('/')
         if parent:
             up = FsspecStore(store.fs, path=parent, read_only=True)
-            return zarr.open_group(store=up, mode='r'), name
+            return open_group(store=up, mode='r'), name
     return None, None
 
 
 def _look_up(array: Any) -> tuple[Any, tuple[float, ...]] | None:
-    group, name = _parent_group(array)
-    if group is None:
+    """The metadata is read on zarr's loop, cancelled with the bound token (a close does not
+    wait for it)."""
+    import concurrent.futures
+
+    from napari_async_slicing._reading import current_token, result_of, start_on_loop
+
+    opening, name = _parent_group(array)
+    if opening is None:
         return None
+    future = start_on_loop(_look_up_async(array, opening, name))
+    token = current_token()
+    with token.on_cancel(future.cancel):
+        try:
+            return result_of(future)
+        except concurrent.futures.CancelledError:
+            raise SliceCancelled from None
+
+
+async def _look_up_async(array: Any, opening: Any, name: str) -> tuple[Any, tuple[float, ...]] | None:
+    import zarr
+
+    group = await opening
     attrs = dict(group.attrs)
     multiscales = attrs.get('ome', attrs).get('multiscales') or []
     if not multiscales:
@@ -87,7 +112,7 @@ def _look_up(array: Any) -> tuple[Any, tuple[float, ...]] | None:
     paths = [str(d['path']) for d in multiscales[0].get('datasets', [])]
     if name not in paths or paths.index(name) == len(paths) - 1:
         return None  # not a level of this pyramid, or already the coarsest
-    coarse = group[paths[-1]]
+    coarse = zarr.Array(await group.getitem(paths[-1]))
     if coarse.ndim != array.ndim:
         return None
     factors = tuple(a / c for a, c in zip(array.shape, coarse.shape, strict=True))

@@ -14,8 +14,9 @@ dask reads go chunk by chunk: the selection is split along the chunk grid (dask:
 cached decoded chunks are used as they are, only the missing ones are fetched (concurrently, on
 zarr's loop, still cancellable), stored, and the plane is assembled from them.
 
-Transient failures (HTTP 5xx, timeouts, dropped connections) are retried with bounded backoff
-before the error reaches the user.
+Transient failures (HTTP 5xx, 408, 429, timeouts, dropped connections) are retried with jittered
+exponential backoff before the error reaches the user, each zarr chunk on its own (a dask array
+that is ``da.from_zarr`` of a zarr array is read as that zarr array).
 """
 
 from __future__ import annotations
@@ -350,9 +351,14 @@ def _bound_cache() -> Any:
 
 # --- retry ---------------------------------------------------------------------------------
 
-RETRY_ATTEMPTS = 4
-RETRY_BASE_DELAY = 0.1  # seconds; doubles each attempt, with jitter
-RETRY_MAX_DELAY = 2.0
+RETRY_ATTEMPTS = 8
+RETRY_BASE_DELAY = 0.05  # seconds; doubles each attempt, with jitter
+RETRY_MAX_DELAY = 1.0
+
+
+def _backoff(attempt: int) -> float:
+    """The wait before attempt ``attempt + 1``: exponential, capped, jittered (0.5x-1.5x)."""
+    return min(RETRY_MAX_DELAY, RETRY_BASE_DELAY * 2**attempt) * (0.5 + random.random())
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -382,7 +388,8 @@ def is_transient(exc: BaseException) -> bool:
 
 
 def with_retry(read: Callable[[], Any], token: CancelToken) -> Any:
-    """Call ``read``; retry transient failures with bounded, cancellable backoff.
+    """Call ``read``; retry transient failures with bounded, cancellable backoff (reads that are
+    not split into chunk reads: those retry each chunk, :func:`_retried`).
 
     At most ``RETRY_ATTEMPTS`` attempts, and none started after the bound read timeout has passed
     since the first (a stalled server is reported after one timeout, not four).
@@ -399,8 +406,24 @@ def with_retry(read: Callable[[], Any], token: CancelToken) -> Any:
             out_of_time = window is not None and time.monotonic() - start >= window
             if attempt == RETRY_ATTEMPTS - 1 or out_of_time or not is_transient(exc):
                 raise
-            delay = min(RETRY_MAX_DELAY, RETRY_BASE_DELAY * 2**attempt)
-            token.sleep(delay * (0.5 + random.random()))
+            token.sleep(_backoff(attempt))
+    raise AssertionError('unreachable')  # pragma: no cover
+
+
+async def _retried(read: Callable[[], Any], window: float | None) -> Any:
+    """``await read()`` on zarr's loop, retrying transient failures as :func:`with_retry` does;
+    cancelling the task (the token's callback) cancels the wait between attempts too."""
+    start = time.monotonic()
+    for attempt in range(RETRY_ATTEMPTS):
+        try:
+            return await read()
+        except Exception as exc:  # noqa: BLE001 - classified below
+            out_of_time = window is not None and time.monotonic() - start >= window
+            if attempt == RETRY_ATTEMPTS - 1 or out_of_time or not is_transient(exc):
+                raise
+            logger.debug('chunk read failed (attempt %d), retrying: %r', attempt + 1, exc)
+            del exc  # its traceback holds this frame
+            await asyncio.sleep(_backoff(attempt))
     raise AssertionError('unreachable')  # pragma: no cover
 
 
@@ -421,6 +444,29 @@ def _is_dask_array(array: Any) -> bool:
     except ImportError:  # pragma: no cover
         return False
     return isinstance(array, da.Array)
+
+
+def zarr_under_dask(array: Any) -> Any:
+    """The zarr array of ``da.from_zarr(z)`` as it came (no graph on top, the same chunks), read
+    here rather than by dask; None for anything else, or with a distributed client bound."""
+    if getattr(_local, 'dask_client', None) is not None or not _is_dask_array(array):
+        return None
+    try:
+        layers = array.__dask_graph__().layers
+        if len(layers) != 2 or array.name not in layers:
+            return None
+        (other,) = (layer for name, layer in layers.items() if name != array.name)
+        values = list(other.values()) if len(other) == 1 else []
+        source = values[0] if values else None
+        if not _is_zarr_array(source) or source.shape != array.shape or source.dtype != array.dtype:
+            return None
+        import dask.array as da
+
+        if da.core.normalize_chunks(source.chunks, source.shape) != array.chunks:
+            return None
+    except Exception:  # noqa: BLE001 - an unusual graph: dask reads it
+        return None
+    return source
 
 
 def _read_zarr(array: Any, selection: tuple, token: CancelToken) -> np.ndarray:
@@ -575,24 +621,32 @@ def _zarr_plan(array: Any, selection: tuple) -> ChunkPlan | None:
 FETCH_CONCURRENCY = 32
 
 
-def _read_zarr_cached(array: Any, plan: ChunkPlan, token: CancelToken, cache: Any) -> np.ndarray:
+def _read_zarr_chunks(array: Any, plan: ChunkPlan, token: CancelToken, cache: Any) -> np.ndarray:
+    """Read ``plan`` chunk by chunk on zarr's loop, each chunk retried on its own (a chunk read
+    is kept while another is retried); through ``cache`` if not None (else nothing is kept)."""
     import zarr
 
-    source = cache.source_key(array)
+    source = cache.source_key(array) if cache is not None else None
     limit = max(FETCH_CONCURRENCY, int(zarr.config.get('async.concurrency') or 10))
     timeout = _read_timeout()
+
+    async def read_chunk(chunk: tuple[int, ...]) -> np.ndarray:
+        region = plan.region(chunk)
+        data = await _retried(lambda: _timed(array.async_array.getitem(region), timeout), timeout)
+        data = np.asarray(data)
+        if cache is not None:
+            cache.put((source, chunk), data)  # kept even if the reader is cancelled
+        return data
 
     async def fetch(todo: list[tuple[int, ...]], into: dict) -> None:
         gate = asyncio.Semaphore(limit)
 
-        async def read_chunk(chunk: tuple[int, ...]) -> np.ndarray:
-            data = np.asarray(await _timed(array.async_array.getitem(plan.region(chunk)), timeout))
-            cache.put((source, chunk), data)  # kept even if the reader is cancelled
-            return data
-
         async def one(chunk: tuple[int, ...]) -> None:
             async with gate:
-                into[chunk] = await _shared_read(cache, (source, chunk), lambda: read_chunk(chunk))
+                if cache is None:
+                    into[chunk] = await read_chunk(chunk)
+                else:
+                    into[chunk] = await _shared_read(cache, (source, chunk), lambda: read_chunk(chunk))
 
         async with asyncio.TaskGroup() as group:
             for chunk in todo:
@@ -603,15 +657,19 @@ def _read_zarr_cached(array: Any, plan: ChunkPlan, token: CancelToken, cache: An
         token.add_callback(start_on_loop(fetch(todo, {})).cancel)
         _local.sent = True
 
-    chunks, missing = _cached_chunks(
-        cache, source, plan, send if getattr(_local, 'send_missing', False) else None
-    )
-
-    def read_missing() -> None:
-        todo = [c for c in missing if c not in chunks]  # a retry fetches only what is left
-        if not todo:
-            return
-        future = start_on_loop(fetch(todo, chunks))
+    if cache is None:
+        chunks: dict = {}
+        missing = list(dict.fromkeys(plan.chunks))
+    else:
+        chunks, missing = _cached_chunks(
+            cache, source, plan, send if getattr(_local, 'send_missing', False) else None
+        )
+    if cache is not None and getattr(_local, 'prefetch', False):
+        raise Prefetched(
+            start_on_loop(fetch(missing, {})) if missing else None
+        )
+    if missing:
+        future = start_on_loop(fetch(missing, chunks))
         _issued()
         with token.on_cancel(future.cancel):
             try:
@@ -620,13 +678,6 @@ def _read_zarr_cached(array: Any, plan: ChunkPlan, token: CancelToken, cache: An
                 raise SliceCancelled from None
             except BaseExceptionGroup as group:  # the first chunk that failed
                 raise group.exceptions[0] from None
-
-    if getattr(_local, 'prefetch', False):
-        raise Prefetched(
-            start_on_loop(fetch(missing, {})) if missing else None
-        )
-    if missing:
-        with_retry(read_missing, token)
     else:
         _issued()
     token.raise_if_cancelled()
@@ -804,11 +855,14 @@ def _read(array: Any, selection: tuple, token: CancelToken | None) -> np.ndarray
     token = token or current_token()
     token.raise_if_cancelled()
     cache = _bound_cache()
+    under = zarr_under_dask(array)
+    if under is not None:
+        array = under  # its chunks are ours to fetch (and retry) one by one
     is_zarr = _is_zarr_array(array)
     if is_zarr:
-        plan = _zarr_plan(array, selection) if cache is not None else None
-        if plan is not None:
-            return _read_zarr_cached(array, plan, token, cache)  # tells when its I/O is out
+        plan = _zarr_plan(array, selection)
+        if plan is not None and (cache is not None or not getattr(_local, 'cache_only', False)):
+            return _read_zarr_chunks(array, plan, token, cache)  # tells when its I/O is out
     _issued()  # no finer signal elsewhere: the read starts now
     if is_zarr:
         if getattr(_local, 'cache_only', False):

@@ -22,7 +22,6 @@ import logging
 import sys
 import threading
 import time
-import traceback
 import weakref
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -175,14 +174,19 @@ class _LayerState:
 
 
 class _FailureNotifier:
-    """At most one notification per layer per ``interval`` seconds, counting the rest."""
+    """At most one notification per layer per ``interval`` seconds, counting the rest.
+
+    A notification is the message only (napari formats an exception's traceback, locals
+    included, on the main thread: a second or more for a deep read); the traceback goes to
+    ``logging`` at debug level from the worker that met it.
+    """
 
     def __init__(self, interval: float = 1.0) -> None:
         self.interval = interval
         self._last: dict[int, float] = {}
         self._suppressed: dict[int, int] = {}
 
-    def report(self, key: int, error: SliceError) -> bool:
+    def report(self, key: int, message: str) -> bool:
         now = time.monotonic()
         if now - self._last.get(key, -float('inf')) < self.interval:
             self._suppressed[key] = self._suppressed.get(key, 0) + 1
@@ -190,10 +194,10 @@ class _FailureNotifier:
         suppressed = self._suppressed.pop(key, 0)
         self._last[key] = now
         if suppressed:
-            error.args = (f'{error.args[0]} ({suppressed} similar failures not shown)',)
-        from napari.utils.notifications import notification_manager
+            message = f'{message} ({suppressed} similar failures not shown)'
+        from napari.utils.notifications import Notification, NotificationSeverity, notification_manager
 
-        notification_manager.receive_error(SliceError, error, error.__traceback__)
+        notification_manager.dispatch(Notification(message, severity=NotificationSeverity.ERROR))
         return True
 
 
@@ -397,11 +401,12 @@ class AsyncLayerSlicer:
             for _, state in states:
                 self._supersede_all(state)
         self._cancel_prefetch()
-        self._interactive.shutdown(wait=True, cancel_futures=True)
-        self._heavy.shutdown(wait=True, cancel_futures=True)
-        self._beside.shutdown(wait=True, cancel_futures=True)
-        self._prefetch_pool.shutdown(wait=True, cancel_futures=True)
-        self._ahead_pool.shutdown(wait=True, cancel_futures=True)
+        for pool in self.pools():  # all at once: the wait is the slowest thread's, not the sum
+            pool.shutdown(wait=False, cancel_futures=True)
+        for pool in self.pools():
+            pool.shutdown(wait=True)
+        with self._lock:
+            self._prefetches.clear()  # queued ones never started
         self.cache.clear()
         with self._lock:
             for task in list(self._in_flight):  # queued in an executor that never ran them
@@ -417,6 +422,10 @@ class AsyncLayerSlicer:
         self.events.disconnect()
         self.events.ready.disconnect()
         self._release_switch_interval()
+
+    def pools(self) -> tuple[ThreadPoolExecutor, ...]:
+        """Every thread pool of the slicer (its threads are gone once ``shutdown`` returns)."""
+        return (self._interactive, self._heavy, self._beside, self._prefetch_pool, self._ahead_pool)
 
     def stats(self) -> list[dict]:
         """Per-layer latency (last, p50, p95 in ms), requests in flight and outcome counts."""
@@ -791,6 +800,8 @@ class AsyncLayerSlicer:
             task.error = exc
         except Exception as exc:  # noqa: BLE001 - reported on the main thread
             task.error = exc
+            # The traceback: here (off the main thread, formatted only if debug is on).
+            logger.debug('slice of request %s failed', task.request_id, exc_info=exc)
         else:
             task.response = response
         task.data_ready = time.perf_counter()
@@ -980,6 +991,7 @@ class AsyncLayerSlicer:
         layer = item.layer_ref()
         if layer is None:
             return
+        logger.debug('showing a response failed', exc_info=error)
         compat.mark_loaded(layer, item.request_id)
         item.error = error
         self._report_failure(layer, item)
@@ -1010,11 +1022,8 @@ class AsyncLayerSlicer:
         error = task.error
         name = getattr(layer, 'name', type(layer).__name__)
         where = f' at step {task.step}' if task.step else ''
-        wrapped = SliceError(f"Could not load layer '{name}'{where}: {type(error).__name__}: {error}")
-        wrapped.__cause__ = error
-        wrapped.__traceback__ = error.__traceback__
-        logger.debug('slice failed: %s', ''.join(traceback.format_exception(error)))
-        self._notifier.report(id(layer), wrapped)
+        message = f"Could not load layer '{name}'{where}: {type(error).__name__}: {error}"
+        self._notifier.report(id(layer), message)
 
     # --- prefetch (R14) -------------------------------------------------------------------
 
