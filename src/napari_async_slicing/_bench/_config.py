@@ -42,6 +42,16 @@ class Metric:
     ratio: bool = True  # False: ours / theirs means nothing (a level, a setting)
 
 
+#: A scrub's main-thread figures with the paint taken out (``_scenarios._main_thread``).
+_MAIN_THREAD: tuple[Metric, ...] = (
+        Metric('max_gap_ex_paint_ms', 'max main-thread gap, paint taken out', 'ms'),
+        Metric('stall_ex_paint_ms', 'total stall over 16 ms, paint taken out', 'ms'),
+        Metric('step_cpu_ms', 'main-thread CPU of a step handler: median', 'ms'),
+        Metric('step_cpu_max_ms', 'main-thread CPU of a step handler: max', 'ms'),
+        Metric('main_cpu_per_step_ms', 'main-thread CPU per step outside paint (handlers, applies)', 'ms'),
+        Metric('paint_ms', 'reference: main-thread time spent painting', 'ms'),
+)
+
 #: Rows of the table, per scenario, in order.
 METRICS: dict[str, tuple[Metric, ...]] = {
     'S1': (
@@ -53,12 +63,7 @@ METRICS: dict[str, tuple[Metric, ...]] = {
         Metric('scrub_lag_ms', 'how late the last step was set (a busy main thread delays the drag)', 'ms'),
         Metric('final_after_due_ms', 'final plane shown after the last step was due (lag + latency)', 'ms'),
         Metric('chunk_requests', 'HTTP chunk requests', ''),
-        Metric('max_gap_ex_paint_ms', 'max main-thread gap, paint taken out', 'ms'),
-        Metric('stall_ex_paint_ms', 'total stall over 16 ms, paint taken out', 'ms'),
-        Metric('step_cpu_ms', 'main-thread CPU of a step handler: median', 'ms'),
-        Metric('step_cpu_max_ms', 'main-thread CPU of a step handler: max', 'ms'),
-        Metric('main_cpu_per_step_ms', 'main-thread CPU per step outside paint (handlers, applies)', 'ms'),
-        Metric('paint_ms', 'reference: main-thread time spent painting', 'ms'),
+        *_MAIN_THREAD,
         Metric('idle_max_gap_ms', 'reference: max gap while idle before the scrub', 'ms'),
     ),
     'S2': (
@@ -67,12 +72,7 @@ METRICS: dict[str, tuple[Metric, ...]] = {
         Metric('numpy_steps_shown', 'steps the numpy layer showed', '', False),
         Metric('remote_final_latency_ms', 'remote layer final-plane latency', 'ms'),
         Metric('max_gap_ms', 'max main-thread gap', 'ms'),
-        Metric('max_gap_ex_paint_ms', 'max main-thread gap, paint taken out', 'ms'),
-        Metric('stall_ex_paint_ms', 'total stall over 16 ms, paint taken out', 'ms'),
-        Metric('step_cpu_ms', 'main-thread CPU of a step handler: median', 'ms'),
-        Metric('step_cpu_max_ms', 'main-thread CPU of a step handler: max', 'ms'),
-        Metric('main_cpu_per_step_ms', 'main-thread CPU per step outside paint (handlers, applies)', 'ms'),
-        Metric('paint_ms', 'reference: main-thread time spent painting', 'ms'),
+        *_MAIN_THREAD,
     ),
     'S3': (
         Metric('first_pixels_ms', 'step to first pixels of the new plane (any level): median', 'ms'),
@@ -114,11 +114,7 @@ METRICS: dict[str, tuple[Metric, ...]] = {
     ),
     'S8': (
         Metric('max_gap_ms', 'max main-thread gap', 'ms'),
-        Metric('max_gap_ex_paint_ms', 'max main-thread gap, paint taken out', 'ms'),
-        Metric('stall_ex_paint_ms', 'total stall over 16 ms, paint taken out', 'ms'),
-        Metric('step_cpu_ms', 'main-thread CPU of a step handler: median', 'ms'),
-        Metric('step_cpu_max_ms', 'main-thread CPU of a step handler: max', 'ms'),
-        Metric('main_cpu_per_step_ms', 'main-thread CPU per step outside paint (handlers, applies)', 'ms'),
+        *_MAIN_THREAD[:-1],
         Metric('planes_applied', 'planes shown (both scrubs)', '', False),
         Metric('chunk_requests', 'HTTP chunk requests (both scrubs)', ''),
         Metric('final_latency_ms_1', 'scrub 1: final plane after the last step', 'ms'),
