@@ -68,7 +68,7 @@ def test_a_removed_layer_keeps_no_callback_of_ours_in_a_shown_viewer(viewer, kin
     viewer.layers.remove(layer)
     assert ours_connected(layer) == []
     assert compat.managing_slicer(layer) is None
-    assert layer not in viewer._layer_slicer._states
+    assert not viewer._layer_slicer.knows(layer)
 
 
 @pytest.mark.parametrize('kind', sorted(LAYERS))

@@ -131,15 +131,15 @@ def test_reporting_a_failure_takes_little_main_thread_time(viewer, server, remot
     from napari.utils.notifications import NotificationSeverity, notification_manager
 
     layer = add_remote(viewer, remote_volume)
-    slicer = viewer._layer_slicer
-    report, cpu_ms = slicer._report_failure, []
+    applier = viewer._layer_slicer._applier
+    report, cpu_ms = applier._report, []
 
     def timed(*args):
         t0 = time.thread_time()
         report(*args)
         cpu_ms.append((time.thread_time() - t0) * 1000)
 
-    slicer._report_failure = timed
+    applier._report = timed
     shown: list = []
     notification_manager.notification_ready.connect(shown.append)
     settings = get_settings().application

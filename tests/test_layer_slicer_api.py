@@ -167,10 +167,10 @@ def test_heavy_work_never_starves_interactive_requests():
 
 
 def test_current_token_outside_a_request_is_never_cancelled():
-    from napari_async_slicing._reading import CancelToken, bound_token
+    from napari_async_slicing._reading import CancelToken, reading
 
     token = CancelToken()
-    with bound_token(token):
+    with reading(token=token):
         assert current_token() is token
     current_token().raise_if_cancelled()  # after the block: the never-cancelled token
     assert not current_token().cancelled
@@ -205,7 +205,7 @@ def test_nearly_done_request_finishes_and_is_shown_on_the_way(slicer):
     slicer.submit(layers=[layer], dims=dims_at(1))
     slicer.wait_until_idle(timeout=5)  # the layer's read time is now known (~0.2 s)
     second = slicer.submit(layers=[layer], dims=dims_at(2))
-    assert wait_for(lambda: slicer._states[layer].current.started is not None, timeout=5)
+    assert wait_for(lambda: bool(slicer._scheduler.lane(layer).started), timeout=5)
     time.sleep(0.15)  # three quarters through the read (the threshold is a quarter)
     slicer.submit(layers=[layer], dims=dims_at(3))
     slicer.submit(layers=[layer], dims=dims_at(4))  # plane 3 barely started (or not at all)
@@ -219,7 +219,7 @@ def test_responses_that_finish_while_the_main_thread_is_busy_show_only_the_newes
     """Two planes of a layer finish before the main thread gets to them: it shows one (the
     newer), never both in a row (two texture uploads for one frame), and the layer is loaded."""
     posted: list = []
-    slicer._call_on_main = posted.append  # the main thread is busy: nothing it is sent runs yet
+    slicer.attach_main_thread(posted.append)  # the main thread is busy: nothing it is sent runs yet
     layer = TimedLayer()
     layer.seconds = 0.03  # slow enough to go to a worker, not inline
     first = slicer.submit(layers=[layer], dims=dims_at(1))

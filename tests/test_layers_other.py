@@ -50,7 +50,7 @@ def settle(viewer, qtbot, layer, state, twin):
     viewer.dims.order = order
     viewer.dims.current_step = step
     slicer = viewer._layer_slicer
-    qtbot.waitUntil(lambda: not slicer._in_flight, timeout=10000)
+    qtbot.waitUntil(lambda: not slicer._scheduler.in_flight(), timeout=10000)
     slicer.wait_until_idle(timeout=10)
     qtbot.waitUntil(lambda: layer.loaded, timeout=5000)
     twin._slice_dims(viewer.dims, force=False)
@@ -331,7 +331,7 @@ def napari_vispy_faces(viewer, layer):
 def step_to(viewer, qtbot, z):
     viewer.dims.current_step = (z, *viewer.dims.current_step[1:])
     slicer = viewer._layer_slicer
-    qtbot.waitUntil(lambda: not slicer._in_flight, timeout=10000)
+    qtbot.waitUntil(lambda: not slicer._scheduler.in_flight(), timeout=10000)
     slicer.wait_until_idle(timeout=10)
 
 

@@ -167,9 +167,9 @@ def test_live_toggle_during_a_scrub(plain_viewer, server, remote_volume, qtbot, 
 
     # the layers-removed hook moved with the slicer
     extra = viewer.add_image(np.zeros((SHAPE[0], 8, 8), np.float32))
-    qtbot.waitUntil(lambda: extra in again._states, timeout=5000)
+    qtbot.waitUntil(lambda: again.knows(extra), timeout=5000)
     viewer.layers.remove(extra)
-    assert extra not in again._states
+    assert not again.knows(extra)
     assert [e for e in errors if getattr(e, 'severity', '') == 'error'] == []
     notification_manager.notification_ready.disconnect(errors.append)
 

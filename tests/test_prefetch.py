@@ -21,7 +21,7 @@ def test_prefetch_fetches_neighbours_in_the_scrub_direction(viewer_with, server,
     server.configure(latency=0.03)
     step_to(viewer, 9)
     qtbot.waitUntil(lambda: shown_plane(viewer, layer) == 9 and layer.loaded, timeout=5000)
-    qtbot.waitUntil(lambda: not slicer._prefetches, timeout=5000)  # 10, 11, 8, 7
+    qtbot.waitUntil(lambda: slicer.prefetches_in_flight() == 0, timeout=5000)  # 10, 11, 8, 7
     server.wait_idle()
     server.reset_counters()
     step_to(viewer, 2)  # moving backwards, then resting on plane 2
@@ -34,13 +34,12 @@ def test_prefetch_fetches_neighbours_in_the_scrub_direction(viewer_with, server,
     first = [min(e['start'] for e in log if e['path'].startswith(f'volume.zarr/c/{z}/')) for z in (1, 0, 3, 4)]
     assert first == sorted(first), 'the direction of motion comes first, nearest first'
     assert shown_plane(viewer, layer) == 2  # prefetched planes are never shown
-    qtbot.waitUntil(lambda: not slicer._prefetches, timeout=5000)
+    qtbot.waitUntil(lambda: slicer.prefetches_in_flight() == 0, timeout=5000)
     server.wait_idle()
     server.reset_counters()
-    step_to(viewer, 1)  # applied from the cache before the setter returns
-    assert shown_plane(viewer, layer) == 1 and layer.loaded
-    step_to(viewer, 0)
-    assert shown_plane(viewer, layer) == 0 and layer.loaded
+    for z in (1, 0):  # from the cache
+        step_to(viewer, z)
+        qtbot.waitUntil(lambda z=z: shown_plane(viewer, layer) == z and layer.loaded, timeout=2000)
     server.wait_idle()
     assert plane_requests(server, 1) == plane_requests(server, 0) == 0
     assert slicer.cache_stats()['prefetch']['done'] >= 4
@@ -55,7 +54,7 @@ def test_a_visible_request_cancels_prefetch_and_is_not_delayed(viewer_with, serv
     qtbot.waitUntil(lambda: slicer.prefetch_counts['done'] >= 4, timeout=5000)
     server.configure(latency=3.0)
     step_to(viewer, 3)  # cached: shown at once; then plane 5 is prefetched, slowly
-    assert shown_plane(viewer, layer) == 3
+    qtbot.waitUntil(lambda: shown_plane(viewer, layer) == 3, timeout=2000)
     qtbot.waitUntil(lambda: server.in_flight > 0, timeout=3000)
     server.configure(latency=0.02)
     started = time.perf_counter()
@@ -73,11 +72,11 @@ def test_a_visible_request_joins_the_prefetch_of_its_own_plane(viewer_with, serv
     layer = add_remote(viewer, remote_volume)
     step_to(viewer, 2)
     qtbot.waitUntil(lambda: shown_plane(viewer, layer) == 2 and layer.loaded, timeout=5000)
-    qtbot.waitUntil(lambda: not slicer._prefetches, timeout=5000)  # 3 and 1
+    qtbot.waitUntil(lambda: slicer.prefetches_in_flight() == 0, timeout=5000)  # 3 and 1
     server.configure(latency=1.0)
     server.reset_counters()
     step_to(viewer, 3)  # cached: shown at once; then plane 4 is prefetched, slowly
-    assert shown_plane(viewer, layer) == 3
+    qtbot.waitUntil(lambda: shown_plane(viewer, layer) == 3, timeout=2000)
     qtbot.waitUntil(lambda: server.in_flight == CHUNKS_PER_PLANE, timeout=3000)
     assert plane_requests(server, 4) == 0  # on the wire, not answered yet
     step_to(viewer, 4)
@@ -119,7 +118,7 @@ def test_a_steady_scrub_reads_its_next_plane_a_step_early(viewer_with, server, r
     slicer = viewer._layer_slicer
     layer = add_remote(viewer, remote_volume)
     show(viewer, layer, 1, qtbot)
-    qtbot.waitUntil(lambda: not slicer._prefetches, timeout=5000)  # 2 and 0, at rest
+    qtbot.waitUntil(lambda: slicer.prefetches_in_flight() == 0, timeout=5000)  # 2 and 0, at rest
     server.wait_idle()
     server.configure(latency=0.5)
     server.reset_counters()
@@ -144,13 +143,13 @@ def test_no_read_ahead_when_the_step_jumps_around(viewer_with, server, remote_vo
     slicer = viewer._layer_slicer
     layer = add_remote(viewer, remote_volume)
     show(viewer, layer, 1, qtbot)
-    qtbot.waitUntil(lambda: not slicer._prefetches, timeout=5000)
+    qtbot.waitUntil(lambda: slicer.prefetches_in_flight() == 0, timeout=5000)
     server.wait_idle()
     server.configure(latency=0.3)
     server.reset_counters()
     for z in (3, 6, 8):  # +2, +3, +2: no stride twice in a row
         step_to(viewer, z)
     qtbot.waitUntil(lambda: shown_plane(viewer, layer) == 8 and layer.loaded, timeout=5000)
-    qtbot.waitUntil(lambda: not slicer._prefetches, timeout=5000)  # at rest: 9 and 7
+    qtbot.waitUntil(lambda: slicer.prefetches_in_flight() == 0, timeout=5000)  # at rest: 9 and 7
     server.wait_idle()
     assert plane_requests(server, 10) == 0  # what a read-ahead of the last stride would read

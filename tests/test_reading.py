@@ -8,14 +8,14 @@ import concurrent.futures
 import pytest
 
 from napari_async_slicing import _reading
-from napari_async_slicing._reading import loop_calls_batched, result_of, start_on_loop
+from napari_async_slicing._reading import batched, result_of, start_on_loop
 
 TIMEOUT = 5
 
 
 @pytest.fixture
 def loop():
-    return _reading._zarr_loop()
+    return _reading.io_loop()
 
 
 @pytest.fixture
@@ -58,7 +58,7 @@ def test_a_future_gives_the_coroutines_result_or_error():
 
 def test_calls_made_in_a_batch_reach_the_loop_together_at_its_end(loop, wakeups):
     started: set = set()
-    with loop_calls_batched():
+    with batched():
         futures = [start_on_loop(note(started, n)) for n in 'abc']
         cancelled = start_on_loop(note(started, 'never'))
         cancelled.cancel()
@@ -71,7 +71,7 @@ def test_calls_made_in_a_batch_reach_the_loop_together_at_its_end(loop, wakeups)
 
 
 def test_waiting_inside_a_batch_sends_what_it_waits_for():
-    with loop_calls_batched():
+    with batched():
         assert result_of(start_on_loop(note(set(), 'a', result='read')), TIMEOUT) == 'read'
 
 
@@ -98,26 +98,3 @@ def test_cancelling_stops_the_coroutine_and_wakes_waiters(loop):
     assert asyncio.run_coroutine_threadsafe(
         asyncio.wait_for(stopped.wait(), TIMEOUT), loop
     ).result(TIMEOUT * 2) is True
-
-
-def test_a_step_does_not_send_reads_already_on_their_way():
-    """A scrub's next plane was sent ahead: the step that asks for it sends only the rest."""
-    from types import SimpleNamespace
-
-    from napari_async_slicing._reading import NeedsIO, _bound, _cached_chunks
-
-    class Cache(dict):
-        inflight: dict = {}
-
-    cache = Cache({('src', (1, 0)): 'decoded'})
-    cache.inflight = {('src', (0, 1)): []}
-    plan = SimpleNamespace(chunks=[(0, 0), (0, 1), (1, 0)])
-    sent: list = []
-    with _bound('cache_only', True):
-        with pytest.raises(NeedsIO):  # the worker reads it (joining the reads in flight)
-            _cached_chunks(cache, 'src', plan, sent.append)
-        assert sent == [[(0, 0)]]
-        cache.inflight[('src', (0, 0))] = []
-        with pytest.raises(NeedsIO):
-            _cached_chunks(cache, 'src', plan, sent.append)
-    assert sent == [[(0, 0)]]  # all on their way: nothing more sent (no wake-up, no wait)

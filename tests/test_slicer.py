@@ -51,7 +51,7 @@ def test_newer_request_cancels_the_in_flight_read(viewer, server, remote_volume,
     shown = record_shown(viewer, layer)
     step_to(viewer, 2)
     qtbot.waitUntil(lambda: server.in_flight > 0, timeout=3000)  # plane 2's chunks requested
-    task = viewer._layer_slicer._states[layer].current
+    task = viewer._layer_slicer._scheduler.lane(layer).current
     server.configure(latency=0.05)
     step_to(viewer, 3)
     # Without in-flight cancellation the old read would hold its worker for ~2 s.
@@ -253,19 +253,22 @@ def test_superseded_dask_compute_stops_issuing_chunk_tasks(viewer, qtbot, errors
 
 
 def test_one_step_runs_one_read(viewer, server, remote_volume, qtbot, monkeypatch):
-    """napari submits every step twice (dims point and current_step); identical requests coalesce."""
-    from napari_async_slicing.components._layer_slicer import AsyncLayerSlicer
+    """napari submits every step twice (dims point and current_step): napari's request is built
+    once, and one read runs."""
+    from napari_async_slicing.layers import _slice
 
     layer = add_remote(viewer, remote_volume)
     runs: list[int] = []
-    original = AsyncLayerSlicer._run
-    monkeypatch.setattr(
-        AsyncLayerSlicer, '_run', lambda self, task: (runs.append(task.request_id), original(self, task))
-    )
+    builds: list[int] = []
+    scheduler = viewer._layer_slicer._scheduler
+    execute = scheduler._execute
+    monkeypatch.setattr(scheduler, '_execute', lambda task: (runs.append(task.request_id), execute(task))[1])
+    make_request = _slice.make_request
+    monkeypatch.setattr(_slice, 'make_request', lambda *args: (builds.append(1), make_request(*args))[1])
     server.configure(latency=0.05)
     step_to(viewer, 8)
     qtbot.waitUntil(lambda: shown_plane(viewer, layer) == 8 and layer.loaded, timeout=5000)
-    assert len(runs) == 1
+    assert len(runs) == 1 and len(builds) == 1
     layer.refresh()  # force: always runs again
     qtbot.waitUntil(lambda: len(runs) == 2 and layer.loaded, timeout=5000)
 
@@ -334,7 +337,7 @@ def test_removing_a_layer_mid_load_cancels_its_reads(viewer, server, remote_volu
     server.configure(failure_rate=1.0, failure_mode='stall', stall_seconds=20)
     step_to(viewer, 9)
     qtbot.waitUntil(lambda: server.in_flight > 0, timeout=3000)
-    task = viewer._layer_slicer._states[layer].current
+    task = viewer._layer_slicer._scheduler.lane(layer).current
     viewer.layers.remove(layer)
     qtbot.waitUntil(task.future.done, timeout=1000)  # not after the 20 s stall
     assert isinstance(task.future.exception(), SliceCancelled)

@@ -14,8 +14,7 @@ Keys are ``(source, chunk index)``:
   (another process rewriting a remote store) are not detected, as in any viewer's session cache.
 
 ``cache_bytes`` bounds the decoded bytes held (a chunk larger than the whole budget is never
-cached). Chunks being assembled by workers are outside the budget: at most one chunk per fetch in
-flight per worker.
+cached). Chunks in flight are outside the budget: at most the read queue's reads in flight.
 """
 
 from __future__ import annotations
@@ -45,9 +44,6 @@ class ChunkCache:
         #: dask name -> generation (bumped by ``forget``).
         self._generations: dict[str, int] = {}
         self._counter = count()
-        #: Chunk reads in flight by key, shared by their readers (``_reading._shared_read``);
-        #: changed only on zarr's event loop (other threads may look: ``key in inflight``).
-        self.inflight: dict[tuple, list] = {}
 
     @property
     def enabled(self) -> bool:
@@ -125,6 +121,11 @@ class ChunkCache:
             self._entries.move_to_end(key)
             self.hits += 1
             return value
+
+    def peek(self, key: tuple) -> np.ndarray | None:
+        """The chunk if cached (not counted as a hit or miss, recency unchanged)."""
+        with self._lock:
+            return self._entries.get(key)
 
     def __contains__(self, key: tuple) -> bool:
         with self._lock:

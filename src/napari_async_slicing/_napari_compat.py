@@ -230,9 +230,10 @@ def detached_dims(dims: Any) -> Any:
     return Dims(**dump)
 
 
-def dims_signature(dims: Any) -> tuple:
-    """Everything of ``dims`` but the step (what a detached copy must match to be reused)."""
-    return (
+def dims_signature(dims: Any, with_step: bool = False) -> tuple:
+    """What a slice of ``dims`` depends on: everything but the step (``with_step``: and the
+    step and point too)."""
+    signature = (
         dims.ndim,
         dims.ndisplay,
         tuple(dims.order),
@@ -240,6 +241,9 @@ def dims_signature(dims: Any) -> tuple:
         tuple(dims.margin_left),
         tuple(dims.margin_right),
     )
+    if with_step:
+        signature += (tuple(dims.current_step), tuple(dims.point))
+    return signature
 
 
 def dims_nsteps(dims: Any) -> tuple[int, ...]:
@@ -998,6 +1002,13 @@ def _is_ours(slicer: Any) -> bool:
     return hasattr(slicer, 'attach_main_thread')
 
 
+def notify_error(message: str) -> None:
+    """Show ``message`` as napari's error notification (the message only, no traceback)."""
+    from napari.utils.notifications import Notification, NotificationSeverity, notification_manager
+
+    notification_manager.dispatch(Notification(message, severity=NotificationSeverity.ERROR))
+
+
 def connect_slicer(viewer: Any, slicer: Any, qt_viewer: Any | None) -> None:
     """Wire ``slicer`` into ``viewer``'s ``QtViewer`` as napari wires its own.
 
@@ -1012,7 +1023,11 @@ def connect_slicer(viewer: Any, slicer: Any, qt_viewer: Any | None) -> None:
         slicer.events.ready.connect(qt_viewer._on_slice_ready)
         return
     slicer.events.ready.disconnect(qt_viewer._on_slice_ready)
-    slicer.attach_main_thread()
+    from napari_async_slicing._qt import _loading_cue
+    from napari_async_slicing._qt._main_thread import MainThreadCaller
+
+    slicer.attach_main_thread(MainThreadCaller())
+    _loading_cue.watch(viewer)
 
 
 def disconnect_slicer(viewer: Any, slicer: Any, qt_viewer: Any | None) -> None:

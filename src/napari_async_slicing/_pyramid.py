@@ -35,10 +35,9 @@ def known_coarsest_level(array: Any) -> Any:
 def coarsest_level(array: Any) -> tuple[Any, tuple[float, ...]] | None:
     """``(coarsest level, downsampling per axis)`` if ``array`` is a finer level of an OME-Zarr
     multiscale image, else None. Reads the parent group's metadata the first time (I/O)."""
-    from napari_async_slicing._reading import _is_zarr_array
+    from napari_async_slicing._reading import is_zarr_array
 
-
-    if not _is_zarr_array(array):
+    if not is_zarr_array(array):
         return None
     known = known_coarsest_level(array)
     if known is not UNKNOWN:
@@ -60,51 +59,43 @@ def coarsest_level(array: Any) -> tuple[Any, tuple[float, ...]] | None:
     return result
 
 
-def _parent_group(array: Any) -> tuple[Any, str] | tuple[None, None]:
-    """``(coroutine opening the parent group, this array's name in it)``."""
-    from zarr.api.asynchronous import open_group
+def _parent_group(array: Any) -> tuple[dict, str] | tuple[None, None]:
+    """``(how to open the parent group, this array's name in it)``."""
     from zarr.storage import FsspecStore, LocalStore
 
     store_path = array.store_path
     path = store_path.path.rstrip('/')
     if path:  # opened through its group: the parent is in the same store
         parent, _, name = path.rpartition('/')
-        return open_group(store=store_path.store, path=parent, mode='r'), name
+        return {'store': store_path.store, 'path': parent}, name
     store = store_path.store  # opened on its own: a store one level up
     if isinstance(store, LocalStore):
         root = Path(store.root)
-        return open_group(store=LocalStore(root.parent, read_only=True), mode='r'), root.name
+        return {'store': LocalStore(root.parent, read_only=True)}, root.name
     if isinstance(store, FsspecStore):
         parent, _, name = store.path.rstrip('/').rpartition('/')
         if parent:
             up = FsspecStore(store.fs, path=parent, read_only=True)
-            return open_group(store=up, mode='r'), name
+            return {'store': up}, name
     return None, None
 
 
 def _look_up(array: Any) -> tuple[Any, tuple[float, ...]] | None:
-    """The metadata is read on zarr's loop, cancelled with the bound token (a close does not
+    """The metadata is read on the IO loop, cancelled with the bound token (a close does not
     wait for it)."""
-    import concurrent.futures
-
-    from napari_async_slicing._reading import current_token, result_of, start_on_loop
+    from napari_async_slicing._reading import current_token, run_sync
 
     opening, name = _parent_group(array)
     if opening is None:
         return None
-    future = start_on_loop(_look_up_async(array, opening, name))
-    token = current_token()
-    with token.on_cancel(future.cancel):
-        try:
-            return result_of(future)
-        except concurrent.futures.CancelledError:
-            raise SliceCancelled from None
+    return run_sync(_look_up_async(array, opening, name), current_token())
 
 
-async def _look_up_async(array: Any, opening: Any, name: str) -> tuple[Any, tuple[float, ...]] | None:
+async def _look_up_async(array: Any, opening: dict, name: str) -> tuple[Any, tuple[float, ...]] | None:
     import zarr
+    from zarr.api.asynchronous import open_group
 
-    group = await opening
+    group = await open_group(**opening, mode='r')
     attrs = dict(group.attrs)
     multiscales = attrs.get('ome', attrs).get('multiscales') or []
     if not multiscales:

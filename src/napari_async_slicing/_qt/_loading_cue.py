@@ -1,6 +1,7 @@
 """The layer list's loading cue, shown for loads that last.
 
-napari's layer list paints an animated spinner for every layer that is not loaded; while it runs,
+It listens to ``layer.events.loaded`` (which our slicer makes napari fire) of the layers of
+viewers our slicer serves (:func:`watch`). napari's layer list paints an animated spinner for every layer that is not loaded; while it runs,
 each of its frames repaints the layer list in Python on the main thread (about 1 ms per layer,
 ~30 times a second), competing with the workers for the GIL just while they read. A remote step
 that takes ~150 ms would flash the spinner on and off. So the layer list is told a layer is
@@ -29,8 +30,37 @@ _since: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 _due: weakref.WeakSet = weakref.WeakSet()
 
 
+#: Viewers whose layers' ``events.loaded`` the cue listens to.
+_watched: weakref.WeakSet = weakref.WeakSet()
+
+
+def watch(viewer: Any) -> None:
+    """Listen to ``layer.events.loaded`` of the viewer's layers, now and as they come and go
+    (a removed layer keeps nothing of ours connected)."""
+    if viewer in _watched:
+        return
+    _watched.add(viewer)
+    for layer in viewer.layers:
+        layer.events.loaded.connect(_on_loaded)
+    viewer.layers.events.inserted.connect(_on_inserted)
+    viewer.layers.events.removed.connect(_on_removed)
+
+
+def _on_inserted(event: Any) -> None:
+    event.value.events.loaded.connect(_on_loaded)
+
+
+def _on_removed(event: Any) -> None:
+    event.value.events.loaded.disconnect(_on_loaded)
+    _since.pop(event.value, None)
+
+
+def _on_loaded(event: Any) -> None:
+    loading_changed(event.source, bool(event.value))
+
+
 def loading_changed(layer: Any, loaded: bool) -> None:
-    """The slicer's layer started or stopped loading (main thread)."""
+    """``layer`` started or stopped loading (main thread)."""
     if loaded:
         _since.pop(layer, None)
     elif layer not in _since:

@@ -20,20 +20,23 @@ class LatencyLog:
         self._file: TextIO | None = open(path, 'a', buffering=1, encoding='utf-8')  # noqa: SIM115
         self._lock = threading.Lock()
 
-    def record(self, task: Any, layer: Any, outcome: str, error: BaseException | None = None) -> None:
+    def record(self, finished: Any, layer: Any, outcome: str) -> None:
+        """One request's line (``finished``: a ``Finished``)."""
         now = time.perf_counter()
+        task = finished.task
 
         def ms(t: float | None) -> float | None:
             return None if t is None else round((t - task.submitted) * 1000, 3)
 
+        error = finished.error if outcome == 'failed' else None
         entry = {
             'layer': getattr(layer, 'name', type(layer).__name__) if layer is not None else None,
             'request_id': task.request_id,
             'step': list(task.step),
             'heavy': task.heavy,
             'wall': round(task.wall, 6),
-            'started_ms': ms(task.started),
-            'data_ready_ms': ms(task.data_ready),
+            'started_ms': ms(finished.started),
+            'data_ready_ms': ms(finished.data_ready),
             'applied_ms': ms(now) if outcome == 'applied' else None,
             'outcome': outcome,
             'error': None if error is None else f'{type(error).__name__}: {error}',

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import time
+import weakref
 from collections import deque
 from dataclasses import dataclass, field
+from typing import Any
+
+from napari_async_slicing.components._latency_log import LatencyLog
 
 #: Outcomes a request can end with (see ``_latency_log``).
 OUTCOMES = ('applied', 'stale', 'cancelled', 'dropped', 'failed', 'preview')
@@ -62,3 +66,43 @@ def _percentile(ordered: list[float], q: float) -> float:
     low = int(position)
     high = min(low + 1, len(ordered) - 1)
     return float(ordered[low] + (ordered[high] - ordered[low]) * (position - low))
+
+
+class Recorder:
+    """Each request's outcome: the per-layer stats the readouts show, and the opt-in latency log."""
+
+    def __init__(self, log: str | None = None) -> None:
+        self._stats: weakref.WeakKeyDictionary[Any, LayerStats] = weakref.WeakKeyDictionary()
+        self._log = LatencyLog(log) if log else None
+
+    def record(self, finished: Any, layer: Any, outcome: Any) -> None:
+        """Main thread: ``finished`` (a ``Finished``) ended with ``outcome`` (an ``Outcome``)."""
+        if layer is not None:
+            stats = self._stats.get(layer)
+            if stats is None:
+                stats = self._stats[layer] = LayerStats(_name(layer))
+            stats.add(outcome.value, finished.task.submitted)
+            if not finished.preview:
+                stats.add_cache(finished.hits, finished.misses)
+        if self._log is not None and not finished.preview:
+            self._log.record(finished, layer, outcome.value)
+
+    def rows(self, layers: list[Any], in_flight: dict[Any, int]) -> list[dict]:
+        """Per layer: latency (last, p50, p95 in ms), requests in flight, outcome counts."""
+        rows = []
+        for layer in layers:
+            stats = self._stats.get(layer) or LayerStats(_name(layer))
+            stats.name = getattr(layer, 'name', stats.name)
+            rows.append(stats.summary(in_flight.get(layer, 0)))
+        return rows
+
+    def forget(self, layer: Any) -> None:
+        self._stats.pop(layer, None)
+
+    def close(self) -> None:
+        if self._log is not None:
+            self._log.close()
+
+
+def _name(layer: Any) -> str:
+    return getattr(layer, 'name', type(layer).__name__)

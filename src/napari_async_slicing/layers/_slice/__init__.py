@@ -73,24 +73,6 @@ def apply(layer: Any, response: Any) -> None:
     compat.refresh_after_apply(layer)
 
 
-def coarse_window(request: Any, axis: int, max_bytes: int, max_planes: int) -> Any:
-    """Worker: a lazy read of the coarse planes around ``request``'s along data ``axis`` (see
-    ``_scalar_field.coarse_window``), or None where the layer type has none."""
-    return _scalar_field.coarse_window(request, axis, max_bytes, max_planes)
-
-
-def cached_preview(request: Any) -> Any:
-    """Main thread, cache-only reads bound: ``request``'s coarse first look from the cache (see
-    ``_scalar_field.cached_preview``), or None where the layer type has none."""
-    return _scalar_field.cached_preview(request)
-
-
-def reads_coarse_first(request: Any) -> bool:
-    """Whether ``request`` reads a coarse first look before its own data (progressive
-    multiscale): its reads must not be sent ahead of that."""
-    return _scalar_field.reads_coarse_first(request)
-
-
 def in_memory(request: Any) -> bool:
     """True if the request reads no lazy data (nothing to wait for, nothing to cancel)."""
     if not dataclasses.is_dataclass(request):

@@ -33,7 +33,6 @@ import dataclasses
 import functools
 import logging
 from collections.abc import Callable
-from concurrent.futures import Future
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
@@ -47,13 +46,7 @@ from scipy import ndimage as ndi
 
 from napari_async_slicing import _napari_compat as compat
 from napari_async_slicing._pyramid import UNKNOWN, coarsest_level, known_coarsest_level
-from napari_async_slicing._reading import (
-    LazySource,
-    Progress,
-    SliceCancelled,
-    current_progress,
-    current_token,
-)
+from napari_async_slicing._reading import LazySource, Progress, current, current_token, reading
 
 logger = logging.getLogger(__name__)
 
@@ -265,83 +258,52 @@ def shown_slice_class() -> type:
 @functools.cache
 def _shown_request_class(base: type) -> type:
     @dataclass(frozen=True)
-    class ShownRequest(compat.reusing_thumbnail_plane(base)):
+    class ShownRequest(base):
         display: DisplaySettings | None = None
-        #: Set while the request runs progressively: its thumbnail-level plane, read beside.
-        thumbnail_future: Any = field(default=None, compare=False, repr=False)
 
         def __call__(self) -> Any:
-            progress = current_progress()
-            path = _coarse_first_path(self) if progress is not None else None
-            if path is not None:
-                return path(self, base, progress)
-            return shown_slice(base.__call__(self), self.display)
+            coarse = _coarse_array(self)
+            with reading(coarse_array=coarse) if coarse is not None else nullcontext():
+                progress = current().progress
+                path = _coarse_first_path(self) if progress is not None else None
+                if path is not None:
+                    return path(self, base, progress)
+                return shown_slice(base.__call__(self), self.display)
 
     ShownRequest.__qualname__ = ShownRequest.__name__ = f'Shown{base.__name__}'
     return ShownRequest
+
+
+def _coarse_array(request: Any) -> Any:
+    """The array of a multiscale request's coarsest level (its first looks), if lazily read."""
+    if not getattr(request, 'multiscale', False) or request.thumbnail_level == request.data_level:
+        return None
+    data = request.data_at_thumbnail_level
+    return data.array if isinstance(data, LazySource) else None
 
 
 def _progressive(request: Any, base: type, progress: Progress) -> Any:
     """Worker: read the coarse (thumbnail-level) plane beside the data level and show it first.
 
     napari reads the data level, then the thumbnail level (its coarsest). Here the thumbnail
-    level is read on another thread at the same time; as soon as it arrives it is published as
-    a preview (the whole plane at the coarse level), and napari's own request code builds the
-    final response around the same plane (it is read once). The slicer shows the preview only if
-    the request is still the layer's newest and its final has not been shown yet.
+    level's read is sent first; another worker waits for it and publishes it as a preview (the
+    whole plane at the coarse level) as soon as it arrives, while this one reads the data level.
+    napari's own request code then builds the final response, its thumbnail-level read joining
+    the one already made. The slicer shows the preview only if the request is still the layer's
+    newest and its final has not been shown yet.
     """
-    plane: Future = Future()
-    plane.set_running_or_notify_cancel()
+    data, index = compat.thumbnail_level_index(request)
+    if isinstance(data, LazySource):
+        data[index].start()  # its request goes out first, and is answered first
 
     def read_coarse() -> None:
-        try:
-            with request.dask_indexer():
-                data = compat.thumbnail_plane(request)
-        except BaseException as exc:  # noqa: BLE001 - the final read raises it
-            plane.set_exception(exc)
-            return
-        plane.set_result(data)
-        _publish_preview(progress, request, lambda: compat.coarse_response(request, data))
+        with request.dask_indexer():
+            plane = compat.thumbnail_plane(request)
+        _publish_preview(progress, request, lambda: compat.coarse_response(request, plane))
 
-    try:
-        helper = progress.beside(read_coarse, first=True)
-    except RuntimeError:  # shutting down: the plain way
-        return shown_slice(base.__call__(request), request.display)
-
-    def never_ran(done: Future) -> None:
-        if done.cancelled() and not plane.done():
-            plane.set_exception(SliceCancelled())
-
-    helper.add_done_callback(never_ran)
-    response = base.__call__(dataclasses.replace(request, thumbnail_future=plane))
-    return shown_slice(response, request.display)
-
-
-def coarse_window(request: Any, axis: int, max_bytes: int, max_planes: int) -> LazySource | None:
-    """The thumbnail-level planes around ``request``'s along data ``axis``, as one lazy read
-    (cheap to build: nothing is read until it is materialised) (the planes nearest first would need as many reads; one covers the window's chunks once).
-
-    Reading them at rest puts the first look of any plane a jump away in the cache: a step there
-    shows its coarse plane without waiting for a request (neuroglancer keeps coarse levels the
-    same way). At most ``max_planes`` planes (more for a thick slice) of at most ``max_bytes``
-    together; None if the request has no coarser level or does not read lazily.
-    """
-    if not handles(request) or not compat.has_coarser_thumbnail(request):
-        return None
-    data, index = compat.thumbnail_level_index(request)
-    if not isinstance(data, LazySource) or axis >= len(index):
-        return None
-    at = index[axis]
-    start, stop = (at, at + 1) if isinstance(at, int) else (at.start, at.stop)
-    if start is None or stop is None:
-        return None  # a displayed axis
-    plane = data[index]
-    half = min(max_planes, max_bytes // max(1, plane.size * plane.dtype.itemsize)) // 2
-    if half < 1:
-        return None
-    window = list(index)
-    window[axis] = slice(max(0, start - half), min(data.shape[axis], stop + half))
-    return data[tuple(window)]
+    with contextlib.suppress(RuntimeError):  # shutting down: no preview
+        progress.beside(read_coarse)
+    return shown_slice(base.__call__(request), request.display)
 
 
 def _publish_preview(progress: Progress, request: Any, coarse_response: Callable[[], Any]) -> None:
@@ -372,7 +334,7 @@ def _coarse_first_path(request: Any) -> Callable[[Any, type, Progress], Any] | N
     it is one); None: napari's request as it is."""
     if getattr(request, 'display', None) is None:
         return None
-    if request.thumbnail_future is None and compat.has_coarser_thumbnail(request):
+    if compat.has_coarser_thumbnail(request):
         return _progressive
     if isinstance(request.data_at_data_level, LazySource) and compat.has_single_level(request):
         return _with_coarse_preview
@@ -388,28 +350,6 @@ def _known_pyramid(request: Any) -> Any:
     if known is None or tuple(source.shape) != tuple(source.array.shape):
         return None
     return known
-
-
-def reads_coarse_first(request: Any) -> bool:
-    """Whether a worker runs ``request`` progressively, its coarse plane's read sent before its
-    own (:func:`_coarse_first_path`): nothing may send its reads sooner."""
-    if not handles(request):
-        return False
-    path = _coarse_first_path(request)
-    if path is _with_coarse_preview:
-        known = _known_pyramid(request)
-        return known is not None and known is not UNKNOWN
-    return path is _progressive
-
-
-def cached_preview(request: Any) -> Any | None:
-    """Main thread, cache-only reads bound: ``request``'s coarse first look if its plane is in the
-    cache (the coarse window read at rest, a revisit), else :class:`NeedsIO` or None."""
-    if not handles(request) or _coarse_first_path(request) is not _progressive:
-        return None
-    with request.dask_indexer():
-        plane = compat.thumbnail_plane(request)
-    return _as_preview(request, compat.coarse_response(request, plane))
 
 
 def _with_coarse_preview(request: Any, base: type, progress: Progress) -> Any:

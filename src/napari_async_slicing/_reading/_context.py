@@ -1,0 +1,89 @@
+"""What a read needs to know about the request it serves: one frozen value in a ContextVar.
+
+A worker binds it for the request it runs (:func:`reading`); code that runs for the request on
+another thread or on the IO loop gets it through ``contextvars.copy_context()``.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
+
+from napari_async_slicing._reading._token import NEVER, CancelToken
+
+if TYPE_CHECKING:
+    from napari_async_slicing._reading._queue import ReadQueue, Tier
+
+
+class ReadCounters:
+    """Chunk cache hits and misses of one request (its worker, and a reader beside it, count)."""
+
+    __slots__ = ('_lock', 'hits', 'misses')
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.hits = 0
+        self.misses = 0
+
+    def add(self, hits: int, misses: int) -> None:
+        with self._lock:
+            self.hits += hits
+            self.misses += misses
+
+
+@dataclass(frozen=True, eq=False)
+class ReadContext:
+    """The request a read serves: how to cancel it, where its chunks come from and go."""
+
+    token: CancelToken = NEVER
+    #: The slicer's read queue (and through it the chunk cache); None outside a slicer.
+    queue: ReadQueue | None = None
+    tier: Tier | None = None  # None: the queue's most urgent (a visible request)
+    priority: float = 1.0
+    counters: ReadCounters | None = None
+    #: Reads this request started ahead of needing them (``LazySource.start``), by what they read.
+    started: dict = field(default_factory=dict)
+    #: Told of each lazy read (array, selection, coarse): what a request reads, for prefetch.
+    observe: Callable[[Any, tuple, bool], None] | None = None
+    #: The coarsest level of a multiscale request (its reads are the layer's first looks).
+    coarse_array: Any = None
+    #: Called once a read's I/O is under way (``Progress.beside(first=True)`` waits for it).
+    on_issue: Callable[[], None] | None = None
+    #: How a running request shows partial results (progressive multiscale); None: it cannot.
+    progress: Any = None
+
+
+_current: contextvars.ContextVar[ReadContext] = contextvars.ContextVar(
+    'napari_async_slicing_read', default=ReadContext()
+)
+
+
+def current() -> ReadContext:
+    """The read context bound here (outside a request: never cancelled, no queue)."""
+    return _current.get()
+
+
+def current_token() -> CancelToken:
+    return _current.get().token
+
+
+@contextmanager
+def reading(context: ReadContext | None = None, **changes: Any) -> Iterator[ReadContext]:
+    """Bind ``context`` (or the current one with ``changes``) inside the block."""
+    value = replace(context or _current.get(), **changes) if changes else (context or _current.get())
+    reset = _current.set(value)
+    try:
+        yield value
+    finally:
+        _current.reset(reset)
+
+
+def issued() -> None:
+    """A read's I/O is under way (or needs none): tell whoever waits for it."""
+    callback = _current.get().on_issue
+    if callback is not None:
+        callback()

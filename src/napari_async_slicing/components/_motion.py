@@ -1,0 +1,59 @@
+"""How the step moves: the direction of motion (for prefetch) and steady strides (read-ahead)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+#: Steps further apart than this are not a steady scrub (no read-ahead).
+STEADY_INTERVAL_S = 1.0
+
+
+@dataclass(frozen=True)
+class Move:
+    """One step of a layer: the world axis that moved and by how much, and whether the move
+    repeats the last one (the same stride, within ``STEADY_INTERVAL_S``: a drag at constant
+    speed, a held arrow key, napari's play button)."""
+
+    axis: int
+    stride: int
+    steady: bool
+
+
+class Motion:
+    """A layer's steps, one after another (main thread)."""
+
+    def __init__(self) -> None:
+        self.last_step: tuple | None = None
+        self.last_move: Move | None = None
+        #: The world axis that moved last and its sign (+1, -1): where prefetch looks first.
+        self.direction: tuple[int, int] | None = None
+        self._stepped_at: float | None = None
+
+    def step(self, step: tuple) -> Move | None:
+        """Record ``step``; the move it made, or None (the same step, a jump on several axes,
+        or a change of dimensionality)."""
+        last, self.last_step = self.last_step, step
+        if last is None or len(last) != len(step):
+            self.last_move = None
+            return None
+        moved = [i for i, (a, b) in enumerate(zip(last, step)) if a != b]
+        if not moved:
+            return self.last_move  # the same step again (napari submits each step twice)
+        now = time.perf_counter()
+        previous, self._stepped_at = self._stepped_at, now
+        if len(moved) != 1:
+            self.last_move = None
+            return None
+        axis = moved[0]
+        stride = step[axis] - last[axis]
+        before = self.last_move
+        self.direction = (axis, 1 if stride > 0 else -1)
+        steady = (
+            before is not None
+            and (before.axis, before.stride) == (axis, stride)
+            and previous is not None
+            and now - previous < STEADY_INTERVAL_S
+        )
+        self.last_move = Move(axis, stride, steady)
+        return self.last_move

@@ -1,0 +1,232 @@
+"""The read queue on its own (no Qt, no HTTP): tiers, sharing, promotion, preemption, wants."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import pytest
+
+from napari_async_slicing._cache import ChunkCache
+from napari_async_slicing._reading import ChunkRead, ChunkSource, ReadQueue, SliceCancelled, Tier
+
+TIMEOUT = 5
+
+
+class Source(ChunkSource):
+    """Chunks that take ``seconds`` each; every read is logged (chunk, started)."""
+
+    def __init__(self, seconds: float = 0.05) -> None:
+        super().__init__(np.zeros((16, 4), np.uint16))
+        self.seconds = seconds
+        self.started: list[tuple[int, ...]] = []
+        self.finished: list[tuple[int, ...]] = []
+        self.cancelled: list[tuple[int, ...]] = []
+
+    def plan(self, selection, max_chunk_bytes):  # pragma: no cover - reads are made by hand
+        return None
+
+    async def read_chunk(self, chunk, region, env, token):
+        self.started.append(chunk)
+        try:
+            await asyncio.sleep(self.seconds)
+        except asyncio.CancelledError:
+            self.cancelled.append(chunk)
+            raise
+        self.finished.append(chunk)
+        return np.full((1, 4), chunk[0], np.uint16)
+
+    async def read_whole(self, selection, env, token):  # pragma: no cover
+        raise NotImplementedError
+
+
+def reads(source: Source, rows) -> list[ChunkRead]:
+    return [ChunkRead(('src', (r, 0)), source, (r, 0), (slice(r, r + 1), slice(0, 4))) for r in rows]
+
+
+def run(coro):
+    return asyncio.run(asyncio.wait_for(coro, TIMEOUT))
+
+
+def test_a_chunk_wanted_by_two_readers_is_read_once():
+    async def scenario():
+        source = Source()
+        queue = ReadQueue(ChunkCache(1 << 20))
+        a, b = await asyncio.gather(queue.fetch(reads(source, [1, 2])), queue.fetch(reads(source, [2, 3])))
+        assert sorted(source.started) == [(1, 0), (2, 0), (3, 0)]
+        assert a[(2, 0)] is b[(2, 0)]
+
+    run(scenario())
+
+
+def test_a_reader_that_gives_up_does_not_stop_a_read_someone_else_wants():
+    async def scenario():
+        source = Source(0.1)
+        queue = ReadQueue(None)
+        quitter = asyncio.ensure_future(queue.fetch(reads(source, [5])))
+        stayer = asyncio.ensure_future(queue.fetch(reads(source, [5])))
+        await asyncio.sleep(0.02)
+        quitter.cancel()
+        assert (await stayer)[(5, 0)][0, 0] == 5
+        assert source.started == [(5, 0)] and source.cancelled == []
+
+    run(scenario())
+
+
+def test_a_read_nobody_wants_any_more_is_cancelled_in_flight():
+    async def scenario():
+        source = Source(1.0)
+        queue = ReadQueue(None)
+        reader = asyncio.ensure_future(queue.fetch(reads(source, [1, 2])))
+        await asyncio.sleep(0.02)
+        reader.cancel()
+        await asyncio.sleep(0.02)
+        assert sorted(source.cancelled) == [(1, 0), (2, 0)]
+
+    run(scenario())
+
+
+def test_a_chunk_cached_meanwhile_is_not_read_again():
+    """A reader looks in the cache on its worker and reaches the loop a moment later; another
+    read may have put the chunk there in between."""
+
+    async def scenario():
+        source = Source()
+        cache = ChunkCache(1 << 20)
+        cache.put(('src', (4, 0)), np.full((1, 4), 9, np.uint16))
+        got = await ReadQueue(cache).fetch(reads(source, [4]))
+        assert source.started == [] and got[(4, 0)][0, 0] == 9
+
+    run(scenario())
+
+
+def test_most_urgent_first_and_prefetch_one_plane_at_a_time():
+    async def scenario():
+        source = Source(0.05)
+        queue = ReadQueue(ChunkCache(1 << 20), max_in_flight=1)
+        first = asyncio.ensure_future(queue.fetch(reads(source, [1])))
+        await asyncio.sleep(0.01)  # the one slot is taken
+        queue.want('layer', [(r, Tier.PREFETCH, rank) for rank, r in enumerate(reads(source, [10, 11]))]
+                   + [(r, Tier.PREVIEW, 0) for r in reads(source, [12])])
+        await asyncio.gather(first, queue.fetch(reads(source, [2])))
+        await asyncio.sleep(0.3)
+        # Visible reads first, then the preview, then prefetch in order of priority.
+        assert source.started == [(1, 0), (2, 0), (12, 0), (10, 0), (11, 0)]
+
+    run(scenario())
+
+
+def test_reads_of_a_more_urgent_rank_go_out_before_the_next_rank_starts():
+    """A coarse first look (priority 0) and its plane (priority 1) wanted together: the plane's
+    reads start only once the coarse read had time to go out (sent first, answered first)."""
+    from napari_async_slicing._reading._queue import LET_OUT_S
+
+    class Timed(Source):
+        async def read_chunk(self, chunk, region, env, token):
+            self.times.append((chunk, asyncio.get_running_loop().time()))
+            return await super().read_chunk(chunk, region, env, token)
+
+    async def scenario():
+        source = Timed(0.05)
+        source.times = []
+        queue = ReadQueue(ChunkCache(1 << 20))
+        wanted = reads(source, [1, 2, 3])
+        queue.want('layer', [(wanted[0], Tier.VISIBLE, 0)] + [(r, Tier.VISIBLE, 1) for r in wanted[1:]])
+        await asyncio.sleep(0.2)
+        times = dict(source.times)
+        assert source.started[0] == (1, 0)
+        assert min(times[(2, 0)], times[(3, 0)]) - times[(1, 0)] >= LET_OUT_S
+
+    run(scenario())
+
+
+def test_prefetch_reads_one_plane_at_a_time():
+    async def scenario():
+        source = Source(0.05)
+        queue = ReadQueue(ChunkCache(1 << 20))
+        plane = {10: 0, 11: 0, 20: 1, 21: 1}
+        queue.want('layer', [(r, Tier.PREFETCH, plane[r.chunk[0]]) for r in reads(source, plane)])
+        await asyncio.sleep(0.02)
+        assert sorted(source.started) == [(10, 0), (11, 0)]  # the second plane waits
+        await asyncio.sleep(0.2)
+        assert sorted(source.finished) == [(10, 0), (11, 0), (20, 0), (21, 0)]
+
+    run(scenario())
+
+
+def test_a_visible_read_joins_and_promotes_a_prefetch_of_its_chunk():
+    async def scenario():
+        source = Source(0.1)
+        queue = ReadQueue(ChunkCache(1 << 20))
+        queue.want('layer', [(r, Tier.PREFETCH, 0) for r in reads(source, [7])])
+        await asyncio.sleep(0.02)
+        await queue.fetch(reads(source, [7]))
+        assert source.started == [(7, 0)]  # read once: the visible reader joined it
+        assert queue.counts['done'] == 0  # it was promoted: a visible read, not a prefetch
+
+    run(scenario())
+
+
+def test_a_visible_read_preempts_background_reads_when_every_slot_is_taken():
+    async def scenario():
+        source = Source(0.5)
+        queue = ReadQueue(ChunkCache(1 << 20), max_in_flight=1)
+        queue.want('layer', [(r, Tier.PREVIEW, 0) for r in reads(source, [3])])
+        await asyncio.sleep(0.02)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        await queue.fetch(reads(source, [1]))
+        assert loop.time() - started < 0.9  # not behind the preview's whole read
+        assert source.cancelled == [(3, 0)]
+        await asyncio.sleep(0.6)
+        assert source.finished[-1] == (3, 0)  # requeued, then read
+
+    run(scenario())
+
+
+def test_wanting_something_else_drops_what_is_no_longer_wanted():
+    async def scenario():
+        source = Source(1.0)
+        queue = ReadQueue(ChunkCache(1 << 20))
+        queue.want('layer', [(r, Tier.PREFETCH, 0) for r in reads(source, [1, 2])])
+        await asyncio.sleep(0.02)
+        assert queue.background == 2
+        queue.want('layer', [(r, Tier.PREFETCH, 0) for r in reads(source, [2])])
+        await asyncio.sleep(0.02)
+        assert source.cancelled == [(1, 0)] and queue.counts['cancelled'] == 1
+        queue.want('layer', [])
+        await asyncio.sleep(0.02)
+        assert queue.background == 0 and sorted(source.cancelled) == [(1, 0), (2, 0)]
+
+    run(scenario())
+
+
+def test_a_failed_chunk_fails_the_read_and_is_not_kept():
+    class Failing(Source):
+        async def read_chunk(self, chunk, region, env, token):
+            if chunk == (2, 0):
+                raise FileNotFoundError('chunk 2')  # not transient: no retry
+            return await super().read_chunk(chunk, region, env, token)
+
+    async def scenario():
+        source = Failing()
+        cache = ChunkCache(1 << 20)
+        with pytest.raises(FileNotFoundError):
+            await ReadQueue(cache).fetch(reads(source, [1, 2]))
+        assert ('src', (2, 0)) not in cache
+
+    run(scenario())
+
+
+def test_close_cancels_everything():
+    async def scenario():
+        source = Source(1.0)
+        queue = ReadQueue(None)
+        reader = asyncio.ensure_future(queue.fetch(reads(source, [1])))
+        await asyncio.sleep(0.02)
+        queue.close()
+        with pytest.raises(SliceCancelled):
+            await reader
+        assert source.cancelled == [(1, 0)]
+
+    run(scenario())
