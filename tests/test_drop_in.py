@@ -9,6 +9,8 @@
 
 from __future__ import annotations
 
+from napari_async_slicing.components import _registry
+
 import weakref
 
 import numpy as np
@@ -67,7 +69,7 @@ def test_a_removed_layer_keeps_no_callback_of_ours_in_a_shown_viewer(viewer, kin
     qtbot.waitUntil(lambda: layer.loaded, timeout=5000)
     viewer.layers.remove(layer)
     assert ours_connected(layer) == []
-    assert compat.managing_slicer(layer) is None
+    assert _registry.managing_slicer(layer) is None
     assert not viewer._layer_slicer.knows(layer)
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from napari_async_slicing import _live
+
 import gc
 import threading
 import time
@@ -133,7 +135,7 @@ def test_close_with_many_reads_in_flight_is_fast(make_napari_viewer, slicer_enab
         monkeypatch.undo()
         print(f'{how} with {server.max_in_flight} reads in flight: {took_ms:.0f} ms '
               f'(+ gc.collect {collect_ms[0]:.0f} ms), our shutdown {shutdown_ms[0]:.0f} ms')
-        assert not compat.slicer_threads_alive(slicer)
+        assert not _live.slicer_threads_alive(slicer)
         assert slicer.prefetches_in_flight() == 0
         # napari's own slicer, swapped in, then reads the plane synchronously: not ours to time.
         assert (shutdown_ms[0] if how == 'disable_in' else took_ms) <= 250
@@ -152,11 +154,11 @@ def test_thread_helper_sees_every_pool():
     try:
         for pool in slicer.pools():
             pool.submit(release.wait, 10)
-            assert compat.slicer_threads_alive(slicer)
+            assert _live.slicer_threads_alive(slicer)
             release.set()
             pool.shutdown(wait=True)
             release.clear()
-            assert not compat.slicer_threads_alive(slicer)
+            assert not _live.slicer_threads_alive(slicer)
     finally:
         release.set()
         slicer.shutdown()

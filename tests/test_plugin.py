@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from napari_async_slicing import _live
+
 import json
 import os
 import re
@@ -149,7 +151,7 @@ def test_live_toggle_during_a_scrub(plain_viewer, server, remote_volume, qtbot, 
     server.configure(latency=0.05)
     widget.use_async.setChecked(False)  # cancels the 2 s reads
     assert type(viewer._layer_slicer) is _LayerSlicer
-    assert ours.is_shut_down and not compat.slicer_threads_alive(ours)
+    assert ours.is_shut_down and not _live.slicer_threads_alive(ours)
     assert slicer_threads() == []
     qtbot.waitUntil(lambda: layer.loaded, timeout=5000)  # napari's slicer: synchronous here
     assert shown_plane(viewer, layer) == 3
@@ -197,10 +199,10 @@ def test_swap_from_napari_async_never_waits_for_its_running_read(
         server.configure(latency=0.05)
         shown = record_shown(viewer, layer)
         ours = napari_async_slicing.enable_in(viewer)
-        assert compat.slicer_threads_alive(napari_slicer)  # returned without waiting for it
+        assert _live.slicer_threads_alive(napari_slicer)  # returned without waiting for it
         step_to(viewer, 7)
         qtbot.waitUntil(lambda: shown_plane(viewer, layer) == 7 and layer.loaded, timeout=5000)
-        qtbot.waitUntil(lambda: not compat.slicer_threads_alive(napari_slicer), timeout=5000)
+        qtbot.waitUntil(lambda: not _live.slicer_threads_alive(napari_slicer), timeout=5000)
         qtbot.wait(100)  # anything napari's finished read could still post is processed
         assert 2 not in shown and shown_plane(viewer, layer) == 7
         assert viewer._layer_slicer is ours
@@ -211,7 +213,7 @@ def test_swap_from_napari_async_never_waits_for_its_running_read(
 def test_swap_is_a_no_op_for_the_slicer_in_use(viewer):
     slicer = viewer._layer_slicer
     assert napari_async_slicing.enable_in(viewer) is slicer
-    assert compat.swap_slicer(viewer, slicer) is slicer
+    assert _live.swap_slicer(viewer, slicer) is slicer
     assert not slicer.is_shut_down
 
 
@@ -237,7 +239,7 @@ def test_options_apply_live_and_persist_for_the_session(
     options = viewer._layer_slicer.options
     assert (options.cache_bytes, options.workers, options.heavy_slots) == (64 * MiB, 3, 1)
     assert (options.prefetch_radius, options.log) == (0, str(log))
-    assert old.is_shut_down and not compat.slicer_threads_alive(old)
+    assert old.is_shut_down and not _live.slicer_threads_alive(old)
     assert default_options().workers != 3  # not made the default
 
     step_to(viewer, 9)

@@ -23,7 +23,7 @@ import numpy as np
 import psutil
 import pytest
 
-from napari_async_slicing.components._layer_slicer import _Task
+from napari_async_slicing.components._task import SliceTask as _Task
 from napari_async_slicing.testing import ZarrHTTPServer, make_volume, open_remote_array
 
 MiB = 1024 * 1024

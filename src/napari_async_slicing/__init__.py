@@ -29,7 +29,8 @@ __all__ = [
     'sync_slicing',
 ]
 
-_options: SlicingOptions | None = None
+#: The options ``enable()`` put in force (None: not enabled).
+_enabled_options: SlicingOptions | None = None
 
 
 def enable(**options: Any) -> SlicingOptions:
@@ -39,36 +40,36 @@ def enable(**options: Any) -> SlicingOptions:
     environment variables. Does not depend on napari's experimental async preference.
     Returns the options in force.
     """
-    global _options
-    from napari_async_slicing import _napari_compat
+    global _enabled_options
+    from napari_async_slicing import _install
     from napari_async_slicing.components._layer_slicer import AsyncLayerSlicer
 
     from napari_async_slicing._memory import return_large_frees
 
     opts = SlicingOptions.from_env(**options)
     return_large_frees()
-    _napari_compat.install(lambda: AsyncLayerSlicer(opts), AsyncLayerSlicer)
-    _options = opts
+    _install.install(lambda: AsyncLayerSlicer(opts), AsyncLayerSlicer)
+    _enabled_options = opts
     return opts
 
 
 def disable() -> None:
     """Viewers created from now on use napari's own slicer again."""
-    global _options
-    from napari_async_slicing import _napari_compat
+    global _enabled_options
+    from napari_async_slicing import _install
 
-    _napari_compat.uninstall()
-    _options = None
+    _install.uninstall()
+    _enabled_options = None
 
 
 def is_enabled() -> bool:
-    return _options is not None
+    return _enabled_options is not None
 
 
 @contextmanager
 def enabled(**options: Any) -> Iterator[SlicingOptions]:
     """``enable(**options)`` for the duration of a ``with`` block, restoring the previous state."""
-    previous = _options
+    previous = _enabled_options
     opts = enable(**options)
     try:
         yield opts

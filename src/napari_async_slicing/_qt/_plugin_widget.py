@@ -1,7 +1,7 @@
 """The plugin's dock widget (Plugins -> napari-async-slicing -> Async slicing).
 
 - "Use async slicing in this viewer" swaps the running viewer's slicer between napari's own and
-  ours, live (see ``_napari_compat.swap_slicer``).
+  ours, live (see ``_live.swap_slicer``).
 - The options of ``SlicingOptions`` (cache budget, worker threads, heavy slots, prefetch radius,
   latency log): "Apply" rebuilds the viewer's slicer with them; "Use as defaults for this
   session" also makes them the defaults of ``enable()`` / ``enable_in()`` (environment variables

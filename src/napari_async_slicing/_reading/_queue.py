@@ -297,7 +297,6 @@ class ReadQueue:
         return True
 
     def _start(self, entry: _Entry) -> None:
-        import time as _t; print("START", round(_t.time()*1000)%100000, entry.read.key[1], entry.read.source.array.shape[-1], entry.rank, flush=True)
         self._running.add(entry)
         if entry.background:
             self.counts['started'] += 1

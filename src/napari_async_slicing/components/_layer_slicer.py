@@ -38,6 +38,7 @@ from napari_async_slicing._reading import (
     result_of,
     start_on_loop,
 )
+from napari_async_slicing.components import _registry
 from napari_async_slicing.components._applier import Applier
 from napari_async_slicing.components._hooks import LayerHooks
 from napari_async_slicing.components._motion import Motion
@@ -165,7 +166,7 @@ class AsyncLayerSlicer:
             compat.mark_loaded(layer, latest_id)  # leave "loading" (a swap or close)
         for layer in self._hooks.layers():
             self._hooks.unwatch(layer)
-        compat.unmanage_all(self)
+        _registry.unmanage_all(self)
         self._applier.close()
         self._recorder.close()
         self.events.disconnect()
@@ -212,7 +213,7 @@ class AsyncLayerSlicer:
         self._recorder.forget(layer)
         self._prefetcher.forget(id(layer))
         self._motion.pop(layer, None)
-        compat.unmanage(layer)
+        _registry.unmanage(layer)
 
     def knows(self, layer: Any) -> bool:
         """Whether the slicer has sliced ``layer`` (and not forgotten it)."""
@@ -244,7 +245,7 @@ class AsyncLayerSlicer:
     def _submit_one(self, layer: Any, dims: Any, force: bool) -> SliceTask:
         """Main thread: the task answering ``layer`` at ``dims`` (napari's request built once)."""
         self._hooks.watch(layer)
-        compat.manage(layer, self)
+        _registry.manage(layer, self)
         key = compat.dims_signature(dims, with_step=True)
         if not force:
             task = self._scheduler.coalesced(layer, key)

@@ -32,6 +32,7 @@ import contextlib
 import dataclasses
 import functools
 import logging
+import weakref
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
@@ -497,11 +498,32 @@ def _apply_preview(layer: Any, response: Any) -> None:
     compat.refresh_after_apply(layer)
 
 
+#: Texture-ready arrays made on a worker, by the id of the slice view napari's vispy layer casts.
+_textures: dict[int, tuple[weakref.ReferenceType, Any]] = {}
+
+
+def prepare_texture(view: Any, texture: Any) -> None:
+    """Main thread: when napari's vispy layer casts ``view`` for upload, it gets ``texture``
+    (the same cast, made on a worker) instead; the layer's slice keeps napari's own view."""
+    if texture is view:
+        return
+    key = id(view)
+    _textures[key] = (weakref.ref(view, lambda _ref, key=key: _textures.pop(key, None)), texture)
+
+
+def prepared_texture(data: Any) -> Any | None:
+    """The texture prepared for ``data`` (a slice view), or None."""
+    entry = _textures.get(id(data))
+    if entry is not None and entry[0]() is data:
+        return entry[1]
+    return None
+
+
 def _set_shown(layer: Any, response: Any) -> None:
     """The layer's slice holds napari's own view; vispy uploads the texture made on the worker
     (no cast or copy here). Neither napari's full-size thumbnail source nor the raw response is
     kept."""
-    compat.prepare_texture(response.image.view, response.texture)
+    prepare_texture(response.image.view, response.texture)
     compat.set_slice_without_conversion(
         layer, dataclasses.replace(response, texture=None, source=None)
     )
