@@ -42,9 +42,8 @@ def enable(**options: Any) -> SlicingOptions:
     """
     global _enabled_options
     from napari_async_slicing import _install
-    from napari_async_slicing.components._layer_slicer import AsyncLayerSlicer
-
     from napari_async_slicing._memory import return_large_frees
+    from napari_async_slicing.components._layer_slicer import AsyncLayerSlicer
 
     opts = SlicingOptions.from_env(**options)
     return_large_frees()

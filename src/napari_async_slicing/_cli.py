@@ -26,20 +26,19 @@ def _parser() -> argparse.ArgumentParser:
     view.add_argument('--store', choices=('obstore', 'fsspec'), default='obstore')
     view.add_argument('--screenshot', type=Path, help='write a screenshot once loaded, then exit')
 
-    demo = sub.add_parser(
-        'demo', help='scrub a built-in OME-Zarr served on 127.0.0.1 with realistic latency'
+    demo = sub.add_parser('demo', help='scrub a built-in OME-Zarr served on 127.0.0.1 with realistic latency')
+    demo.add_argument(
+        '--headless',
+        action='store_true',
+        default=os.environ.get('NAPARI_ASYNC_SLICING_HEADLESS') == '1',
+        help='scrub automatically, write a screenshot and a report, then exit',
     )
-    demo.add_argument('--headless', action='store_true',
-                      default=os.environ.get('NAPARI_ASYNC_SLICING_HEADLESS') == '1',
-                      help='scrub automatically, write a screenshot and a report, then exit')
     demo.add_argument('--latency', type=float, default=0.1, help='seconds per HTTP request')
     demo.add_argument('--size', choices=('tiny', 'small', 's1'), default='small')
     demo.add_argument('--out', type=Path, default=Path('out'), help='folder for --headless output')
 
-    sub.add_parser('serve', help='serve zarr data over HTTP on 127.0.0.1 (testing server)',
-                   add_help=False)
-    sub.add_parser('bench', help='napari sync vs napari async vs ours, side by side (S1-S6)',
-                   add_help=False)
+    sub.add_parser('serve', help='serve zarr data over HTTP on 127.0.0.1 (testing server)', add_help=False)
+    sub.add_parser('bench', help='napari sync vs napari async vs ours, side by side (S1-S6)', add_help=False)
     return parser
 
 
@@ -99,8 +98,10 @@ def open_demo(url: str) -> tuple[Any, Any, Any]:
     readout = LatencyWidget(viewer)
     viewer.window.add_dock_widget(readout, name='slicing latency', area='bottom')
     screen = QGuiApplication.primaryScreen().availableGeometry()
-    viewer.window.resize(min(DEMO_MAX_SIZE[0], int(screen.width() * DEMO_SCREEN_SHARE)),
-                         min(DEMO_MAX_SIZE[1], int(screen.height() * DEMO_SCREEN_SHARE)))
+    viewer.window.resize(
+        min(DEMO_MAX_SIZE[0], int(screen.width() * DEMO_SCREEN_SHARE)),
+        min(DEMO_MAX_SIZE[1], int(screen.height() * DEMO_SCREEN_SHARE)),
+    )
     QApplication.processEvents()  # the canvas takes its new size...
     viewer.reset_view()  # ...and the image is fitted to it, not to the window's first size
     return viewer, layer, readout

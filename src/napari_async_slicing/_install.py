@@ -49,7 +49,9 @@ def _patches(slicer_type: type) -> list[Patch]:
         Patch(seams.QtViewer, '__init__', lambda original: _qtviewer_init(original, ours)),
         Patch(seams.Window, '_screenshot', lambda original: _window_screenshot(original, ours)),
         Patch(seams.Viewer, 'screenshot', lambda original: _with_wait_keyword(original, lambda v: v)),
-        Patch(seams.Window, 'screenshot', lambda original: _with_wait_keyword(original, compat.viewer_of_window)),
+        Patch(
+            seams.Window, 'screenshot', lambda original: _with_wait_keyword(original, compat.viewer_of_window)
+        ),
         Patch(seams.Layer, 'refresh', _layer_refresh),
         Patch(seams.LayerType, '__call__', _layer_construct),
         Patch(seams.ViewerModel, '_on_add_layer', lambda original: _on_add_layer(original, ours)),
@@ -61,12 +63,16 @@ def _patches(slicer_type: type) -> list[Patch]:
     ]
     if '_clean_and_update_scenegraph' in vars(seams.VispyCanvas):
         # napari 0.9.2 crash on layer removal (issue 8, see canvas_current_on_layer_removal).
-        patches.append(Patch(
-            seams.VispyCanvas, '_clean_and_update_scenegraph',
-            lambda original: compat.canvas_current_first(
-                original, lambda canvas: ours(getattr(compat.viewer_of_canvas(canvas), '_layer_slicer', None))
-            ),
-        ))
+        patches.append(
+            Patch(
+                seams.VispyCanvas,
+                '_clean_and_update_scenegraph',
+                lambda original: compat.canvas_current_first(
+                    original,
+                    lambda canvas: ours(getattr(compat.viewer_of_canvas(canvas), '_layer_slicer', None)),
+                ),
+            )
+        )
     return patches
 
 

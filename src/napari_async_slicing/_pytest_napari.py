@@ -20,7 +20,7 @@ import pytest
 SKIPPED: dict[str, str] = {
     'test_submit_exception_subthread_on_result': (
         'asserts the raw exception type handed to notification_manager; we wrap it in a '
-        "SliceError whose message names the layer and step (tests/test_slicer.py covers "
+        'SliceError whose message names the layer and step (tests/test_slicer.py covers '
         'loaded-after-failure and one notification)'
     ),
     'test_submit_multiple_calls_cancels_pending': (
@@ -46,7 +46,7 @@ def pytest_configure(config: pytest.Config) -> None:
     original = ViewerModel.__init__
 
     @functools.wraps(original)
-    def init(self, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+    def init(self, *args, **kwargs):
         original(self, *args, **kwargs)
         _viewer_slicers.append(type(self._layer_slicer))
 

@@ -44,12 +44,12 @@ class Metric:
 
 #: A scrub's main-thread figures with the paint taken out (``_scenarios._main_thread``).
 _MAIN_THREAD: tuple[Metric, ...] = (
-        Metric('max_gap_ex_paint_ms', 'max main-thread gap, paint taken out', 'ms'),
-        Metric('stall_ex_paint_ms', 'total stall over 16 ms, paint taken out', 'ms'),
-        Metric('step_cpu_ms', 'main-thread CPU of a step handler: median', 'ms'),
-        Metric('step_cpu_max_ms', 'main-thread CPU of a step handler: max', 'ms'),
-        Metric('main_cpu_per_step_ms', 'main-thread CPU per step outside paint (handlers, applies)', 'ms'),
-        Metric('paint_ms', 'reference: main-thread time spent painting', 'ms'),
+    Metric('max_gap_ex_paint_ms', 'max main-thread gap, paint taken out', 'ms'),
+    Metric('stall_ex_paint_ms', 'total stall over 16 ms, paint taken out', 'ms'),
+    Metric('step_cpu_ms', 'main-thread CPU of a step handler: median', 'ms'),
+    Metric('step_cpu_max_ms', 'main-thread CPU of a step handler: max', 'ms'),
+    Metric('main_cpu_per_step_ms', 'main-thread CPU per step outside paint (handlers, applies)', 'ms'),
+    Metric('paint_ms', 'reference: main-thread time spent painting', 'ms'),
 )
 
 #: Rows of the table, per scenario, in order.
@@ -78,12 +78,16 @@ METRICS: dict[str, tuple[Metric, ...]] = {
         Metric('first_pixels_ms', 'step to first pixels of the new plane (any level): median', 'ms'),
         Metric('full_res_ms', 'step to full resolution (the data level napari picks): median', 'ms'),
         Metric('full_res_max_ms', 'step to full resolution: max', 'ms'),
-        Metric('cold_first_pixels_ms', 'cold jump (nothing of the plane cached): first pixels, median',
-               'ms'),
+        Metric('cold_first_pixels_ms', 'cold jump (nothing of the plane cached): first pixels, median', 'ms'),
         Metric('cold_full_res_ms', 'cold jump: full resolution, median', 'ms'),
         Metric('cold_full_res_max_ms', 'cold jump: full resolution, max', 'ms'),
-        Metric('full_res_level', 'full-resolution level napari picks for the canvas (0 = finest)', '',
-               False, ratio=False),
+        Metric(
+            'full_res_level',
+            'full-resolution level napari picks for the canvas (0 = finest)',
+            '',
+            False,
+            ratio=False,
+        ),
         Metric('chunk_requests_per_step', 'HTTP chunk requests per step: median', ''),
         Metric('max_gap_ms', 'max main-thread gap during the steps', 'ms'),
     ),
@@ -190,11 +194,24 @@ class BenchSpec:
             raise ValueError(f'size must be one of {sorted(SIZES)}, not {size!r}')
         base: dict[str, Any] = {'size': size, **SIZES[size]}
         if quick:
-            base.update(single_steps=8, scenario_timeout_s=30.0, ome_steps=3, revisit_trials=3,
-                        neighbour_trials=3, s3_timeout_s=60.0)
+            base.update(
+                single_steps=8,
+                scenario_timeout_s=30.0,
+                ome_steps=3,
+                revisit_trials=3,
+                neighbour_trials=3,
+                s3_timeout_s=60.0,
+            )
         if size == 'tiny':
-            base.update(steps=10, scenario_timeout_s=20.0, ome_steps=2, ome_scrub_steps=3, revisit_trials=2,
-                        neighbour_trials=2, s3_timeout_s=30.0)
+            base.update(
+                steps=10,
+                scenario_timeout_s=20.0,
+                ome_steps=2,
+                ome_scrub_steps=3,
+                revisit_trials=2,
+                neighbour_trials=2,
+                s3_timeout_s=30.0,
+            )
         base.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**base)
 

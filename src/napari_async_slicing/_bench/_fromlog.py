@@ -70,8 +70,10 @@ def summarize(entries: list[dict[str, Any]]) -> dict[str, Any]:
         layers[name] = {
             'requests': len(items),
             'outcomes': {o: outcomes.get(o, 0) for o in OUTCOMES},
-            'stages': {k: ({'median': statistics.median(v), 'p90': _pct(v, 0.9), 'max': max(v)}
-                           if v else None) for k, v in stages.items()},
+            'stages': {
+                k: ({'median': statistics.median(v), 'p90': _pct(v, 0.9), 'max': max(v)} if v else None)
+                for k, v in stages.items()
+            },
         }
     return {'requests': len(entries), 'layers': layers}
 
@@ -82,8 +84,9 @@ def markdown(summary: dict[str, Any], title: str) -> str:
         return '\n'.join([*lines, 'The log holds no requests.', ''])
     lines += ['| layer | requests | ' + ' | '.join(OUTCOMES) + ' |', '|' + '---|' * (2 + len(OUTCOMES))]
     for name, lay in summary['layers'].items():
-        lines.append(f'| {name} | {lay["requests"]} | '
-                     + ' | '.join(str(lay['outcomes'][o]) for o in OUTCOMES) + ' |')
+        lines.append(
+            f'| {name} | {lay["requests"]} | ' + ' | '.join(str(lay['outcomes'][o]) for o in OUTCOMES) + ' |'
+        )
     lines += ['', '| layer | stage (applied requests) | median | p90 | max |', '|---|---|---|---|---|']
     for name, lay in summary['layers'].items():
         for key, label in STAGES:

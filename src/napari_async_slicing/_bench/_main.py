@@ -15,34 +15,57 @@ def _parser(prog: str = 'napari-async-slicing bench') -> argparse.ArgumentParser
     p = argparse.ArgumentParser(
         prog=prog,
         description='Run napari sync, napari async and our slicer side by side (DESIGN.md §5) and '
-                    'write bench.md, bench.json and bench.png. Each mode runs in a fresh process '
-                    'under Xvfb when there is no display.',
+        'write bench.md, bench.json and bench.png. Each mode runs in a fresh process '
+        'under Xvfb when there is no display.',
     )
-    p.add_argument('--scenarios', default=','.join(SCENARIOS),
-                   help=f'comma-separated subset of {",".join(SCENARIOS)} (default: all)')
+    p.add_argument(
+        '--scenarios',
+        default=','.join(SCENARIOS),
+        help=f'comma-separated subset of {",".join(SCENARIOS)} (default: all)',
+    )
     p.add_argument('--modes', default=','.join(MODES), help='comma-separated subset of ' + ','.join(MODES))
     p.add_argument('--repeat', type=int, default=3, help='repetitions per scenario; medians are reported')
     p.add_argument('--latency', type=float, default=0.1, help='seconds per HTTP request (S1, S2, S3, S6)')
     p.add_argument('--out', type=Path, default=Path('out/bench'), help='output folder')
-    p.add_argument('--quick', action='store_true',
-                   help="smaller data ('small' volume, 50x512x512 in-memory, 'tiny' OME-Zarr) and "
-                        'fewer S3 steps, S4 steps and S6 trials')
+    p.add_argument(
+        '--quick',
+        action='store_true',
+        help="smaller data ('small' volume, 50x512x512 in-memory, 'tiny' OME-Zarr) and "
+        'fewer S3 steps, S4 steps and S6 trials',
+    )
     p.add_argument('--size', choices=sorted(SIZES), help='volume size (default s1, or small with --quick)')
-    p.add_argument('--ome-size', choices=sorted(SIZES),
-                   help="S3's OME-Zarr sample (default: small, 32x1024x1024 in 4 levels; tiny with "
-                        '--quick or --size tiny; s1 is 64x2048x2048)')
+    p.add_argument(
+        '--ome-size',
+        choices=sorted(SIZES),
+        help="S3's OME-Zarr sample (default: small, 32x1024x1024 in 4 levels; tiny with "
+        '--quick or --size tiny; s1 is 64x2048x2048)',
+    )
     p.add_argument('--steps', type=int, help='S1/S2 scrub steps (default 25)')
-    p.add_argument('--store', choices=('fsspec', 'obstore'), default='fsspec',
-                   help='how the viewer opens the remote zarr (default fsspec, as users usually do)')
-    p.add_argument('--profile-gaps', action='store_true',
-                   help='sample the main-thread stack whenever its heartbeat is late by > 10 ms and '
-                        'write stall-profile.txt (perturbs the timings slightly)')
-    p.add_argument('--latency-log', action='store_true',
-                   help="also write our slicer's latency log in the 'ours' run and add its stage "
-                        'breakdown (queue, read, main-thread apply) to bench.md')
-    p.add_argument('--from-log', type=Path, metavar='FILE',
-                   help='do not run anything: summarise a latency log written with '
-                        'NAPARI_ASYNC_SLICING_LOG=FILE into OUT/bench-log.md')
+    p.add_argument(
+        '--store',
+        choices=('fsspec', 'obstore'),
+        default='fsspec',
+        help='how the viewer opens the remote zarr (default fsspec, as users usually do)',
+    )
+    p.add_argument(
+        '--profile-gaps',
+        action='store_true',
+        help='sample the main-thread stack whenever its heartbeat is late by > 10 ms and '
+        'write stall-profile.txt (perturbs the timings slightly)',
+    )
+    p.add_argument(
+        '--latency-log',
+        action='store_true',
+        help="also write our slicer's latency log in the 'ours' run and add its stage "
+        'breakdown (queue, read, main-thread apply) to bench.md',
+    )
+    p.add_argument(
+        '--from-log',
+        type=Path,
+        metavar='FILE',
+        help='do not run anything: summarise a latency log written with '
+        'NAPARI_ASYNC_SLICING_LOG=FILE into OUT/bench-log.md',
+    )
     return p
 
 
@@ -64,22 +87,30 @@ def bench_main(argv: list[str] | None = None) -> int:
         parser.error('--repeat must be >= 1')
     if not scenarios:
         parser.error('no scenario to run')
-    spec = BenchSpec.make(quick=args.quick, size=args.size, scenarios=scenarios, repeat=args.repeat,
-                          latency=args.latency, steps=args.steps, store=args.store,
-                          ome_size=args.ome_size,
-                          profile_gaps=args.profile_gaps, latency_log=args.latency_log)
+    spec = BenchSpec.make(
+        quick=args.quick,
+        size=args.size,
+        scenarios=scenarios,
+        repeat=args.repeat,
+        latency=args.latency,
+        steps=args.steps,
+        store=args.store,
+        ome_size=args.ome_size,
+        profile_gaps=args.profile_gaps,
+        latency_log=args.latency_log,
+    )
 
     from napari_async_slicing._bench._report import write_outputs
     from napari_async_slicing._bench._runner import run_modes
 
     command = 'napari-async-slicing bench ' + shlex.join(argv)
     t0 = time.perf_counter()
-    results = run_modes(spec, modes, workdir=args.out / 'work',
-                        progress=lambda msg: print(f'bench: {msg}', flush=True))
+    results = run_modes(
+        spec, modes, workdir=args.out / 'work', progress=lambda msg: print(f'bench: {msg}', flush=True)
+    )
     paths = write_outputs(results, args.out, command)
     print(paths['md'].read_text())
-    print(f'bench: wrote {", ".join(str(p) for p in paths.values())} in '
-          f'{time.perf_counter() - t0:.0f} s')
+    print(f'bench: wrote {", ".join(str(p) for p in paths.values())} in {time.perf_counter() - t0:.0f} s')
     failed = [m for m, r in results['modes'].items() if r['status'] != 'ok']
     return 1 if failed and len(failed) == len(modes) else 0
 

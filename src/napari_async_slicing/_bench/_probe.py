@@ -106,10 +106,13 @@ def level_plane_identifier(
         if arr is None or min(arr.shape) < 2:
             return None
         exact = [k for k, s in enumerate(shapes) if arr.shape == s]
-        inside = [k for k, s in enumerate(shapes)
-                  if k not in exact and arr.shape[0] <= s[0] and arr.shape[1] <= s[1]]
+        inside = [
+            k
+            for k, s in enumerate(shapes)
+            if k not in exact and arr.shape[0] <= s[0] and arr.shape[1] <= s[1]
+        ]
         stride = _stride(arr)
-        sub = arr[::2**stride, ::2**stride]
+        sub = arr[:: 2**stride, :: 2**stride]
         for k in exact + inside:
             z = which_plane(sub, level=k + stride)
             if z is not None:
@@ -222,7 +225,7 @@ class PaintMeter:
         self._passing = False
 
         class _Filter(QObject):
-            def eventFilter(self, obj: Any, event: Any) -> bool:  # noqa: N802 - Qt's name
+            def eventFilter(self, obj: Any, event: Any) -> bool:
                 if meter._passing:  # the event this filter itself sends on, below
                     meter._passing = False
                     return False
@@ -264,8 +267,9 @@ class PaintMeter:
         return [(t, max(0.0, g - self.overlap(t - g, t))) for t, g in gaps]
 
 
-def run_until_quiet(heartbeat: Heartbeat, quiet: float = 0.2, max_gap: float = 0.012,
-                    timeout: float = 3.0) -> bool:
+def run_until_quiet(
+    heartbeat: Heartbeat, quiet: float = 0.2, max_gap: float = 0.012, timeout: float = 3.0
+) -> bool:
     """Run the event loop until the main thread had no gap above ``max_gap`` for ``quiet`` s."""
     start = now()
 
@@ -298,8 +302,13 @@ class PlaneWatch:
     node), and a heartbeat hook that notices any other way the node's data changed.
     """
 
-    def __init__(self, viewer: Any, layer: Any, identify: Callable[[Any], int | None],
-                 heartbeat: Heartbeat | None = None) -> None:
+    def __init__(
+        self,
+        viewer: Any,
+        layer: Any,
+        identify: Callable[[Any], int | None],
+        heartbeat: Heartbeat | None = None,
+    ) -> None:
         self.viewer = viewer
         self.layer = layer
         self.identify = identify
@@ -338,7 +347,7 @@ class PlaneWatch:
         """First time after ``t0`` vispy held ``plane`` (or, with ``order``, any later plane in it)."""
         accept = {plane}
         if order is not None and plane in order:
-            accept = set(order[order.index(plane):])
+            accept = set(order[order.index(plane) :])
         for t, p in self.records:
             if t >= t0 and p in accept:
                 return t
@@ -466,7 +475,7 @@ class StallSampler(threading.Thread):
         duration = (last - start) * 1000 if last > start else samples[-1][0]
         self.longest.append((duration, samples))
         self.longest.sort(key=lambda stall: -stall[0])
-        del self.longest[self.LONGEST:]
+        del self.longest[self.LONGEST :]
 
     def summary(self, top: int = 25) -> dict[str, Any]:
         return {
@@ -477,6 +486,5 @@ class StallSampler(threading.Thread):
             'innermost': self.innermost.most_common(top),
             'stacks': [[list(s), n] for s, n in self.stacks.most_common(8)],
             'other_threads_when_in_qt': self.others.most_common(top),
-            'longest': [[ms, [[at, list(frames)] for at, frames in samples]]
-                        for ms, samples in self.longest],
+            'longest': [[ms, [[at, list(frames)] for at, frames in samples]] for ms, samples in self.longest],
         }

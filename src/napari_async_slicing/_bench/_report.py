@@ -98,10 +98,18 @@ def _git_facts() -> dict[str, str]:
 
     root = Path(__file__).resolve().parents[3]
     try:
-        head = subprocess.run(['git', '-C', str(root), 'rev-parse', '--short', 'HEAD'],
-                              capture_output=True, text=True, timeout=10).stdout.strip()
-        dirty = subprocess.run(['git', '-C', str(root), 'status', '--porcelain', '--untracked-files=no'],
-                               capture_output=True, text=True, timeout=10).stdout.strip()
+        head = subprocess.run(
+            ['git', '-C', str(root), 'rev-parse', '--short', 'HEAD'],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ['git', '-C', str(root), 'status', '--porcelain', '--untracked-files=no'],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return {}
     return {'commit': head + (' (with uncommitted changes)' if dirty else '')} if head else {}
@@ -121,25 +129,31 @@ def markdown(results: dict[str, Any], agg: dict[str, Any], command: str, facts: 
         f'{"x".join(map(str, spec["memory_shape"]))} uint16 (S4: {spec["single_steps"]} steps), '
         f'S2 numpy {"x".join(map(str, spec["mixed_shape"]))} float32; heartbeat every '
         f'{spec["heartbeat_ms"]} ms; each value is the median of {spec["repeat"]} repetitions, '
-        'each mode in its own process.', '',
+        'each mode in its own process.',
+        '',
     ]
     if 'S3' in spec['scenarios']:
         ome = 'x'.join(map(str, spec.get('ome_shape', ())))
         chunks = 'x'.join(map(str, spec.get('ome_chunks', ())))
-        lines += [f'S3: OME-Zarr `{spec.get("ome_size")}` ({ome} uint16 at level 0, 4 levels halving '
-                  f'Y and X, chunks {chunks}; the zarr arrays `open_image` returns, same server and '
-                  f'latency); {spec.get("ome_steps")} steps to a new plane per repetition, each once the '
-                  'previous one settled (vispy holds it at the level napari picked, the layer is '
-                  'loaded, the main thread is calm); then, for ours, as many *cold jumps* back over '
-                  'those planes, each after its prefetches ended and its chunk cache was emptied '
-                  '(what a jump beyond the coarse window read at rest meets). napari has no cache, '
-                  'so all its steps are cold: its cold rows repeat its steps. '
-                  + _s3_view_note(results), '']
+        lines += [
+            f'S3: OME-Zarr `{spec.get("ome_size")}` ({ome} uint16 at level 0, 4 levels halving '
+            f'Y and X, chunks {chunks}; the zarr arrays `open_image` returns, same server and '
+            f'latency); {spec.get("ome_steps")} steps to a new plane per repetition, each once the '
+            'previous one settled (vispy holds it at the level napari picked, the layer is '
+            'loaded, the main thread is calm); then, for ours, as many *cold jumps* back over '
+            'those planes, each after its prefetches ended and its chunk cache was emptied '
+            '(what a jump beyond the coarse window read at rest meets). napari has no cache, '
+            'so all its steps are cold: its cold rows repeat its steps. ' + _s3_view_note(results),
+            '',
+        ]
     if 'S6' in spec['scenarios']:
-        lines += [f'S6: the remote volume above; {spec.get("revisit_trials")} revisit trials (A, B, '
-                  f'back to A, each settled) and {spec.get("neighbour_trials")} neighbour trials '
-                  f'(vispy holds P, rest {spec.get("pause_s", 1.0):.1f} s, step to P+1) per '
-                  'repetition; planes never shown before in that viewer.', '']
+        lines += [
+            f'S6: the remote volume above; {spec.get("revisit_trials")} revisit trials (A, B, '
+            f'back to A, each settled) and {spec.get("neighbour_trials")} neighbour trials '
+            f'(vispy holds P, rest {spec.get("pause_s", 1.0):.1f} s, step to P+1) per '
+            'repetition; planes never shown before in that viewer.',
+            '',
+        ]
     head = ['scenario', 'metric', *[MODE_TITLES[m] for m in modes]]
     if 'ours' in modes:
         head += [f'ours / {MODE_TITLES[m]}' for m in ('napari-async', 'napari-sync') if m in modes]
@@ -160,16 +174,19 @@ def markdown(results: dict[str, Any], agg: dict[str, Any], command: str, facts: 
                     if other in modes:
                         cells.append(_ratio(row.get('ours'), row.get(other)) if m.ratio else '')
             lines.append('| ' + ' | '.join(cells) + ' |')
-    lines += ['', 'Definitions: a *gap* is the time between two main-thread heartbeat ticks; *stall* '
-              'sums (gap − 16 ms) over gaps above 16 ms; *shows / holds* means the array napari handed '
-              'to the layer\'s vispy node is that plane (identified pixel-exactly on a subgrid); '
-              '*latency* runs from setting `dims` to that moment. Ratios < 1 favour ours for times; '
-              'for "planes applied" and "steps shown" higher is better. S3 *first pixels* is the '
-              'first time vispy holds the new plane at any level, *full resolution* the first time '
-              'it holds it at the level napari settles on for the canvas. In S6 ours uses its chunk '
-              'cache and prefetch (napari has neither; revisits and rested neighbours are served '
-              'from decoded chunks); in S3 ours shows the coarsest level of the new plane first '
-              '(progressive multiscale), napari shows nothing until the data level is read.']
+    lines += [
+        '',
+        'Definitions: a *gap* is the time between two main-thread heartbeat ticks; *stall* '
+        'sums (gap − 16 ms) over gaps above 16 ms; *shows / holds* means the array napari handed '
+        "to the layer's vispy node is that plane (identified pixel-exactly on a subgrid); "
+        '*latency* runs from setting `dims` to that moment. Ratios < 1 favour ours for times; '
+        'for "planes applied" and "steps shown" higher is better. S3 *first pixels* is the '
+        'first time vispy holds the new plane at any level, *full resolution* the first time '
+        'it holds it at the level napari settles on for the canvas. In S6 ours uses its chunk '
+        'cache and prefetch (napari has neither; revisits and rested neighbours are served '
+        'from decoded chunks); in S3 ours shows the coarsest level of the new plane first '
+        '(progressive multiscale), napari shows nothing until the data level is read.',
+    ]
     if agg['errors']:
         lines += ['', 'Failures:', *[f'- {e}' for e in agg['errors']]]
     log = results['modes'].get('ours', {}).get('latency_log')
@@ -191,8 +208,9 @@ def _s3_view_note(results: dict[str, Any]) -> str:
             view = (r.get('extra') or {}).get('view') if r['scenario'] == 'S3' else None
             if r.get('status') == 'ok' and view:
                 canvas = 'x'.join(map(str, view.get('canvas', ['?'])))
-                views[mode] = (f'canvas {canvas} px (w x h), zoom {view["zoom"]:.3f}, data level '
-                               f'{view["data_level"]}')
+                views[mode] = (
+                    f'canvas {canvas} px (w x h), zoom {view["zoom"]:.3f}, data level {view["data_level"]}'
+                )
                 break
     if not views:
         return ''
@@ -202,8 +220,11 @@ def _s3_view_note(results: dict[str, Any]) -> str:
 
 
 def _s1_timeline(res: dict[str, Any]) -> dict[str, Any] | None:
-    ok = [r for r in res['results'] if r['scenario'] == 'S1' and r.get('status') == 'ok'
-          and (r.get('extra') or {}).get('timeline')]
+    ok = [
+        r
+        for r in res['results']
+        if r['scenario'] == 'S1' and r.get('status') == 'ok' and (r.get('extra') or {}).get('timeline')
+    ]
     if not ok:
         return None
     ok.sort(key=lambda r: r['metrics']['final_latency_ms'])
@@ -221,9 +242,15 @@ def plot(results: dict[str, Any], agg: dict[str, Any], path: Path) -> None:
     with_tl = [m for m in modes if timelines[m] is not None]
     n = len(with_tl) + 1
     fig, axes = plt.subplots(n, 1, figsize=(10, 2.6 * n + 0.5), squeeze=False)
-    xmax = max((max([s[0] for s in tl['steps']] + [g[0] for g in tl['gaps']] + [0.1])
-                for tl in timelines.values() if tl), default=1.0)
-    for ax, mode in zip(axes[:, 0], with_tl):
+    xmax = max(
+        (
+            max([s[0] for s in tl['steps']] + [g[0] for g in tl['gaps']] + [0.1])
+            for tl in timelines.values()
+            if tl
+        ),
+        default=1.0,
+    )
+    for ax, mode in zip(axes[:, 0], with_tl, strict=False):
         tl = timelines[mode]
         steps = tl['steps']
         xs = [s[0] for s in steps] + [xmax]
@@ -231,8 +258,13 @@ def plot(results: dict[str, Any], agg: dict[str, Any], path: Path) -> None:
         ax.step(xs, ys, where='post', color='tab:blue', label='plane requested (dims)')
         shown = [(t, p) for t, p in tl['shown'] if p is not None]
         if shown:
-            ax.step([t for t, _ in shown] + [xmax], [p for _, p in shown] + [shown[-1][1]],
-                    where='post', color='tab:green', label='plane vispy holds')
+            ax.step(
+                [t for t, _ in shown] + [xmax],
+                [p for _, p in shown] + [shown[-1][1]],
+                where='post',
+                color='tab:green',
+                label='plane vispy holds',
+            )
             ax.plot([t for t, _ in shown], [p for _, p in shown], 'o', color='tab:green', ms=3)
         ax.set_ylabel('plane')
         ax.set_xlim(-0.06, xmax * 1.02)
@@ -240,8 +272,14 @@ def plot(results: dict[str, Any], agg: dict[str, Any], path: Path) -> None:
         gx = ax.twinx()
         gaps = [(t, g) for t, g in tl['gaps'] if g > 8]
         if gaps:
-            gx.bar([t - g / 2000 for t, g in gaps], [g for _, g in gaps], width=[g / 1000 for _, g in gaps],
-                   color='tab:red', alpha=0.35, label='main-thread gap > 8 ms')
+            gx.bar(
+                [t - g / 2000 for t, g in gaps],
+                [g for _, g in gaps],
+                width=[g / 1000 for _, g in gaps],
+                color='tab:red',
+                alpha=0.35,
+                label='main-thread gap > 8 ms',
+            )
         gx.axhline(16, color='tab:red', lw=0.8, ls=':')
         gx.set_ylabel('gap (ms)', color='tab:red')
         gx.set_ylim(0, max([g for _, g in tl['gaps']] + [50]) * 1.1)
@@ -258,19 +296,25 @@ def plot(results: dict[str, Any], agg: dict[str, Any], path: Path) -> None:
 
 
 def _summary_bars(ax: Any, agg: dict[str, Any], modes: list[str]) -> None:
-    picks = [('S1', 'final_latency_ms', 'S1 final'), ('S1', 'max_gap_ms', 'S1 max gap'),
-             ('S2', 'numpy_median_ms', 'S2 numpy'), ('S3', 'first_pixels_ms', 'S3 first px'),
-             ('S3', 'full_res_ms', 'S3 full res'), ('S3', 'max_gap_ms', 'S3 max gap'),
-             ('S4', 'latency_median_ms', 'S4'), ('S5', 'last_latency_ms', 'S5 last'),
-             ('S6', 'revisit_ms', 'S6 revisit'), ('S6', 'neighbour_ms', 'S6 neighbour')]
+    picks = [
+        ('S1', 'final_latency_ms', 'S1 final'),
+        ('S1', 'max_gap_ms', 'S1 max gap'),
+        ('S2', 'numpy_median_ms', 'S2 numpy'),
+        ('S3', 'first_pixels_ms', 'S3 first px'),
+        ('S3', 'full_res_ms', 'S3 full res'),
+        ('S3', 'max_gap_ms', 'S3 max gap'),
+        ('S4', 'latency_median_ms', 'S4'),
+        ('S5', 'last_latency_ms', 'S5 last'),
+        ('S6', 'revisit_ms', 'S6 revisit'),
+        ('S6', 'neighbour_ms', 'S6 neighbour'),
+    ]
     picks = [p for p in picks if p[0] in agg['table']]
     width = 0.8 / max(1, len(modes))
     top = 10.0
     for i, mode in enumerate(modes):
         vals = [agg['table'][s][k].get(mode) or 0.0 for s, k, _ in picks]
         bars = ax.bar([j + i * width for j in range(len(picks))], vals, width, label=MODE_TITLES[mode])
-        ax.bar_label(bars, labels=[f'{v:.0f}' if v else '' for v in vals], fontsize=6, rotation=90,
-                     padding=2)
+        ax.bar_label(bars, labels=[f'{v:.0f}' if v else '' for v in vals], fontsize=6, rotation=90, padding=2)
         top = max([top, *vals])
     ax.set_ylim(0, top * 8)  # room for the value labels (log scale)
     ax.set_xticks([j + width * (len(modes) - 1) / 2 for j in range(len(picks))])
@@ -279,8 +323,14 @@ def _summary_bars(ax: Any, agg: dict[str, Any], modes: list[str]) -> None:
     ax.set_yscale('symlog', linthresh=10)
     ax.set_xlim(-0.5, len(picks) - 0.5 + width * (len(modes) - 1))
     # Above the axes, right of the title, so it never hides a bar.
-    ax.legend(fontsize=8, ncol=len(modes), loc='lower right', bbox_to_anchor=(1.0, 1.0),
-              frameon=False, borderaxespad=0.2)
+    ax.legend(
+        fontsize=8,
+        ncol=len(modes),
+        loc='lower right',
+        bbox_to_anchor=(1.0, 1.0),
+        frameon=False,
+        borderaxespad=0.2,
+    )
     ax.set_title('summary: medians, ms, log scale (lower is better)', fontsize=10, loc='left')
 
 
@@ -291,8 +341,14 @@ def write_outputs(results: dict[str, Any], out_dir: Path, command: str) -> dict[
     md = markdown(results, agg, command, facts)
     paths = {'md': out_dir / 'bench.md', 'json': out_dir / 'bench.json', 'png': out_dir / 'bench.png'}
     paths['md'].write_text(md)
-    doc = {'command': command, 'machine': facts, 'table': agg['table'], 'status': agg['status'],
-           'errors': agg['errors'], **results}
+    doc = {
+        'command': command,
+        'machine': facts,
+        'table': agg['table'],
+        'status': agg['status'],
+        'errors': agg['errors'],
+        **results,
+    }
     paths['json'].write_text(json.dumps(doc, indent=1, default=str))
     try:
         plot(results, agg, paths['png'])
@@ -308,9 +364,12 @@ def write_outputs(results: dict[str, Any], out_dir: Path, command: str) -> dict[
 def stall_report(profiles: dict[str, Any]) -> str:
     lines = []
     for mode, prof in profiles.items():
-        lines += [f'== {mode}: {prof["samples"]} samples of the main thread while its heartbeat was '
-                  f'late by > {prof["threshold_ms"]:.0f} ms (every {prof["period_ms"]:.0f} ms)', '',
-                  'inclusive (function on the stack):']
+        lines += [
+            f'== {mode}: {prof["samples"]} samples of the main thread while its heartbeat was '
+            f'late by > {prof["threshold_ms"]:.0f} ms (every {prof["period_ms"]:.0f} ms)',
+            '',
+            'inclusive (function on the stack):',
+        ]
         lines += [f'  {n:6d}  {f}' for f, n in prof['inclusive']]
         lines += ['', 'innermost (function running):']
         lines += [f'  {n:6d}  {f}' for f, n in prof['innermost']]
@@ -319,8 +378,11 @@ def stall_report(profiles: dict[str, Any]) -> str:
         lines += ['', 'most frequent stacks (innermost first):']
         for stack, n in prof['stacks']:
             lines += [f'  {n} samples:'] + [f'      {f}' for f in stack]
-        lines += ['', 'longest stalls, sample by sample (ms after the last heartbeat; innermost first; '
-                  'runs of one stack merged):']
+        lines += [
+            '',
+            'longest stalls, sample by sample (ms after the last heartbeat; innermost first; '
+            'runs of one stack merged):',
+        ]
         for ms, samples in prof.get('longest', []):
             lines.append(f'  a {ms:.0f} ms stall:')
             runs: list[list] = []

@@ -69,8 +69,9 @@ def _kill_group(proc: subprocess.Popen[Any]) -> None:
         pass
 
 
-def run_one_mode(mode: str, spec: BenchSpec, workdir: Path, log_dir: Path | None = None,
-                 timeout: float | None = None) -> dict[str, Any]:
+def run_one_mode(
+    mode: str, spec: BenchSpec, workdir: Path, log_dir: Path | None = None, timeout: float | None = None
+) -> dict[str, Any]:
     """Run ``mode`` in a fresh subprocess; return its status, facts and records."""
     workdir.mkdir(parents=True, exist_ok=True)
     spec_path = workdir / f'spec-{mode}.json'
@@ -86,10 +87,16 @@ def run_one_mode(mode: str, spec: BenchSpec, workdir: Path, log_dir: Path | None
     status = 'ok'
     with tempfile.TemporaryDirectory(prefix='bench-napari-config-') as cfg, log_path.open('w') as log:
         env, prefix = _child_env(cfg)
-        cmd = [*prefix, sys.executable, '-m', 'napari_async_slicing._bench._worker',
-               mode, str(spec_path), str(out)]
-        proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+        cmd = [
+            *prefix,
+            sys.executable,
+            '-m',
+            'napari_async_slicing._bench._worker',
+            mode,
+            str(spec_path),
+            str(out),
+        ]
+        proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         try:
             rc = proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
@@ -110,8 +117,11 @@ def run_one_mode(mode: str, spec: BenchSpec, workdir: Path, log_dir: Path | None
     results = [r for r in records if r.get('kind') == 'result']
     if status != 'ok' and not any(r.get('kind') == 'end' for r in records):
         # Whatever did not report was cut short.
-        why = f'mode process failed (exit {rc})' if status == 'failed' else \
-            f'mode process timed out after {timeout:.0f} s'
+        why = (
+            f'mode process failed (exit {rc})'
+            if status == 'failed'
+            else f'mode process timed out after {timeout:.0f} s'
+        )
         last = [ln for ln in _tail(log_path, 5).splitlines() if ln.strip()]
         if last:
             why += f': {last[-1].strip()[:200]}'
@@ -119,8 +129,16 @@ def run_one_mode(mode: str, spec: BenchSpec, workdir: Path, log_dir: Path | None
         for name in spec.scenarios:
             for rep in range(spec.repeat):
                 if (name, rep) not in done:
-                    results.append({'kind': 'result', 'mode': mode, 'scenario': name, 'repeat': rep,
-                                    'status': status, 'error': why})
+                    results.append(
+                        {
+                            'kind': 'result',
+                            'mode': mode,
+                            'scenario': name,
+                            'repeat': rep,
+                            'status': status,
+                            'error': why,
+                        }
+                    )
     summary = None
     if latency_log.exists():
         from napari_async_slicing._bench._fromlog import read_log, summarize
@@ -173,8 +191,12 @@ def _count_requests(result: dict[str, Any], log: list[dict[str, Any]]) -> None:
             r['metrics']['chunk_requests_per_step'] = float(statistics.median(counts))
 
 
-def run_modes(spec: BenchSpec, modes: tuple[str, ...] | list[str] = MODES,
-              workdir: Path | None = None, progress: Any = None) -> dict[str, Any]:
+def run_modes(
+    spec: BenchSpec,
+    modes: tuple[str, ...] | list[str] = MODES,
+    workdir: Path | None = None,
+    progress: Any = None,
+) -> dict[str, Any]:
     """Run ``spec`` once per mode (sequentially, each in a fresh process) and collect results."""
     from napari_async_slicing.testing import ZarrHTTPServer, sample_data
 

@@ -116,8 +116,7 @@ def _steps(nz: int, count: int) -> list[int]:
 
 def _settle(ctx: Context, watch: PlaneWatch, plane: int, what: str) -> None:
     if not run_until(lambda: watch.current == plane, ctx.spec.scenario_timeout_s / 2):
-        raise ScenarioTimeout(f'{what}: vispy never showed the initial plane {plane} '
-                              f'(shows {watch.current})')
+        raise ScenarioTimeout(f'{what}: vispy never showed the initial plane {plane} (shows {watch.current})')
     # A new window paints and lays itself out for a while: start once the main thread is calm.
     run_until_quiet(ctx.heartbeat)
 
@@ -189,11 +188,11 @@ def _disarm(ctx: Context) -> None:
 
 
 def _wait_final(ctx: Context, watch: PlaneWatch, plane: int, t_last: float, what: str) -> float:
-    ok = run_until(lambda: watch.first_time_at_or_after(plane, t_last) is not None,
-                   ctx.spec.scenario_timeout_s / 2)
+    ok = run_until(
+        lambda: watch.first_time_at_or_after(plane, t_last) is not None, ctx.spec.scenario_timeout_s / 2
+    )
     if not ok:
-        raise ScenarioTimeout(f'{what}: vispy never showed the final plane {plane} '
-                              f'(shows {watch.current})')
+        raise ScenarioTimeout(f'{what}: vispy never showed the final plane {plane} (shows {watch.current})')
     t = watch.first_time_at_or_after(plane, t_last)
     assert t is not None
     return t
@@ -202,14 +201,15 @@ def _wait_final(ctx: Context, watch: PlaneWatch, plane: int, t_last: float, what
 def _since(records: list[tuple[float, int | None]], t0: float) -> list[tuple[float, int | None]]:
     """``records`` from the last one before ``t0`` on."""
     before = [i for i, (t, _) in enumerate(records) if t < t0]
-    return records[before[-1] if before else 0:]
+    return records[before[-1] if before else 0 :]
 
 
-def _timeline(watch: PlaneWatch, heartbeat: Heartbeat, steps: list[int], times: list[float],
-              t0: float, t1: float) -> dict[str, Any]:
+def _timeline(
+    watch: PlaneWatch, heartbeat: Heartbeat, steps: list[int], times: list[float], t0: float, t1: float
+) -> dict[str, Any]:
     return {
         't0': t0,
-        'steps': [[t - t0, z] for t, z in zip(times, steps)],
+        'steps': [[t - t0, z] for t, z in zip(times, steps, strict=True)],
         # What vispy held when the scrub began, then every change during it.
         'shown': [[max(t - t0, -0.05), p] for t, p in _since(watch.records, t0) if t <= t1],
         'gaps': [[t - t0, g * 1000] for t, g in heartbeat.gaps(t0 - 0.2, t1)],
@@ -287,8 +287,14 @@ def scenario_s2(ctx: Context) -> tuple[dict[str, float], dict[str, Any]]:
     scale = spec.volume_shape[1] / spec.mixed_shape[1]
     with _viewer(ctx) as viewer:
         remote = _remote_layer(viewer, spec, 'S2')
-        local = viewer.add_image(ctx.mixed_volume[:nz], name='S2 numpy', scale=(1, scale, scale),
-                                 contrast_limits=(0, nz), blending='additive', opacity=0.5)
+        local = viewer.add_image(
+            ctx.mixed_volume[:nz],
+            name='S2 numpy',
+            scale=(1, scale, scale),
+            contrast_limits=(0, nz),
+            blending='additive',
+            opacity=0.5,
+        )
         w_remote = PlaneWatch(viewer, remote, pattern_plane, hb)
         w_local = PlaneWatch(viewer, local, constant_plane, hb)
         viewer.dims.set_current_step(0, 0)
@@ -307,7 +313,7 @@ def scenario_s2(ctx: Context) -> tuple[dict[str, float], dict[str, Any]]:
         w_local.disconnect()
     # Time until the numpy layer shows step i, or a newer step (an older step may be superseded).
     lat = []
-    for z, t in zip(steps, times):
+    for z, t in zip(steps, times, strict=True):
         shown = w_local.first_time_at_or_after(z, t, order=steps)
         lat.append((shown - t) * 1000 if shown is not None else float('nan'))
     valid = [v for v in lat if v == v]
@@ -349,8 +355,11 @@ def scenario_s4(ctx: Context) -> tuple[dict[str, float], dict[str, Any]]:
                 z = (z + 1) % nz
             t = now()
             viewer.dims.set_current_step(0, z)
-            if not run_until(lambda z=z, t=t: watch.first_time_at_or_after(z, t) is not None,
-                             spec.scenario_timeout_s / 4, poll_ms=1):
+            if not run_until(
+                lambda z=z, t=t: watch.first_time_at_or_after(z, t) is not None,
+                spec.scenario_timeout_s / 4,
+                poll_ms=1,
+            ):
                 raise ScenarioTimeout(f'S4: plane {z} never shown')
             shown = watch.first_time_at_or_after(z, t)
             assert shown is not None
@@ -405,8 +414,12 @@ def scenario_s8(ctx: Context) -> tuple[dict[str, float], dict[str, Any]]:
     nz = int(levels[0].shape[0])
     scrubs: list[dict[str, Any]] = []
     with _viewer(ctx) as viewer:
-        layer = viewer.add_image(levels, multiscale=len(levels) > 1, name='S8 dask ome',
-                                 **{k: v for k, v in kwargs.items() if k != 'name'})
+        layer = viewer.add_image(
+            levels,
+            multiscale=len(levels) > 1,
+            name='S8 dask ome',
+            **{k: v for k, v in kwargs.items() if k != 'name'},
+        )
         viewer.reset_view()
         watch = PlaneWatch(viewer, layer, level_plane_identifier(shapes), ctx.heartbeat)
         viewer.dims.set_current_step(0, 0)
@@ -418,19 +431,24 @@ def scenario_s8(ctx: Context) -> tuple[dict[str, float], dict[str, Any]]:
             t_final = watch.first_time_at_or_after((steps[-1], int(layer.data_level)), times[-1])
             assert t_final is not None
             t_end = t_final + 0.1
-            run_until(lambda: now() >= t_end, 1.0)
+            run_until(lambda t_end=t_end: now() >= t_end, 1.0)
             due = times[0] + (len(times) - 1) * spec.step_interval_ms / 1000
-            shown = {p[0] for t, p in watch.records
-                     if times[0] <= t <= t_end and p is not None and p[0] in set(steps)}
-            scrubs.append({
-                **gap_stats(ctx.heartbeat.gaps(times[0], t_end)),
-                **_main_thread(ctx, times, t_end),
-                'planes_applied': float(len(shown)),
-                'final_latency_ms': (t_final - times[-1]) * 1000,
-                'final_after_due_ms': (t_final - due) * 1000,
-                'scrub_lag_ms': max(0.0, times[-1] - due) * 1000,
-                'window': [times[0], t_end],
-            })
+            shown = {
+                p[0]
+                for t, p in watch.records
+                if times[0] <= t <= t_end and p is not None and p[0] in set(steps)
+            }
+            scrubs.append(
+                {
+                    **gap_stats(ctx.heartbeat.gaps(times[0], t_end)),
+                    **_main_thread(ctx, times, t_end),
+                    'planes_applied': float(len(shown)),
+                    'final_latency_ms': (t_final - times[-1]) * 1000,
+                    'final_after_due_ms': (t_final - due) * 1000,
+                    'scrub_lag_ms': max(0.0, times[-1] - due) * 1000,
+                    'window': [times[0], t_end],
+                }
+            )
             _calm(ctx, layer, deadline)
         _disarm(ctx)
         watch.disconnect()
@@ -445,8 +463,12 @@ def scenario_s8(ctx: Context) -> tuple[dict[str, float], dict[str, Any]]:
         for key in ('final_latency_ms', 'final_after_due_ms', 'scrub_lag_ms'):
             metrics[f'{key}_{i}'] = r[key]
     windows = [r['window'] for r in scrubs]
-    return metrics, {'window': [windows[0][0], windows[-1][1]], 'scrubs': scrubs,
-                     'levels': shapes, 'data_level': int(layer.data_level)}
+    return metrics, {
+        'window': [windows[0][0], windows[-1][1]],
+        'scrubs': scrubs,
+        'levels': shapes,
+        'data_level': int(layer.data_level),
+    }
 
 
 # -- S3: multiscale OME-Zarr -----------------------------------------------------------------------
@@ -474,8 +496,11 @@ def _view_facts(viewer: Any, layer: Any) -> dict[str, Any]:
     """Canvas size, zoom and the data level napari picked (the same in every mode, or not fair)."""
     from napari_async_slicing._napari_compat import vispy_node
 
-    facts: dict[str, Any] = {'zoom': float(viewer.camera.zoom), 'data_level': int(layer.data_level),
-                             'corner_pixels': layer.corner_pixels.tolist()}
+    facts: dict[str, Any] = {
+        'zoom': float(viewer.camera.zoom),
+        'data_level': int(layer.data_level),
+        'corner_pixels': layer.corner_pixels.tolist(),
+    }
     try:
         facts['canvas'] = [int(v) for v in vispy_node(viewer, layer).canvas.size]
     except Exception:  # noqa: BLE001 - facts are best effort
@@ -483,8 +508,9 @@ def _view_facts(viewer: Any, layer: Any) -> dict[str, Any]:
     return facts
 
 
-def _settle_level(ctx: Context, layer: Any, watch: PlaneWatch, plane: int, deadline: _Deadline,
-                  what: str) -> None:
+def _settle_level(
+    ctx: Context, layer: Any, watch: PlaneWatch, plane: int, deadline: _Deadline, what: str
+) -> None:
     """Until vispy holds ``plane`` at the level napari picked, nothing is in flight for the layer
     and the main thread is calm (a newer level or response would show up as a new record)."""
 
@@ -494,17 +520,20 @@ def _settle_level(ctx: Context, layer: Any, watch: PlaneWatch, plane: int, deadl
 
     while True:
         if not run_until(done, deadline.left()):
-            raise ScenarioTimeout(f'{what}: vispy never showed plane {plane} at level '
-                                  f'{layer.data_level} within {deadline.seconds:.0f} s '
-                                  f'(holds plane, level {watch.current})')
+            raise ScenarioTimeout(
+                f'{what}: vispy never showed plane {plane} at level '
+                f'{layer.data_level} within {deadline.seconds:.0f} s '
+                f'(holds plane, level {watch.current})'
+            )
         count = len(watch.records)
         run_until_quiet(ctx.heartbeat, quiet=0.2, timeout=deadline.left(3.0))
         if len(watch.records) == count and done():
             return
 
 
-def _s3_step(ctx: Context, viewer: Any, layer: Any, watch: PlaneWatch, z: int,
-             deadline: _Deadline) -> dict[str, Any]:
+def _s3_step(
+    ctx: Context, viewer: Any, layer: Any, watch: PlaneWatch, z: int, deadline: _Deadline
+) -> dict[str, Any]:
     """One step to plane ``z``, settled: first pixels and full resolution after the step."""
     t = now()
     viewer.dims.set_current_step(0, z)
@@ -513,11 +542,15 @@ def _s3_step(ctx: Context, viewer: Any, layer: Any, watch: PlaneWatch, z: int,
     t_first = watch.first_time_matching(lambda p, z=z: p is not None and p[0] == z, t)
     t_full = watch.first_time_at_or_after((z, level), t)
     assert t_first is not None and t_full is not None
-    first_level = next(p[1] for tt, p in watch.records
-                       if tt == t_first and p is not None and p[0] == z)
-    return {'first_ms': (t_first - t) * 1000, 'full_ms': (t_full - t) * 1000,
-            'first_level': first_level, 'full_level': level, 'window': [t, now()],
-            'gaps': ctx.heartbeat.gaps(t, t_full + 0.05)}
+    first_level = next(p[1] for tt, p in watch.records if tt == t_first and p is not None and p[0] == z)
+    return {
+        'first_ms': (t_first - t) * 1000,
+        'full_ms': (t_full - t) * 1000,
+        'first_level': first_level,
+        'full_level': level,
+        'window': [t, now()],
+        'gaps': ctx.heartbeat.gaps(t, t_full + 0.05),
+    }
 
 
 def _emptied_cache(ctx: Context, slicer: Any, layer: Any, deadline: _Deadline) -> None:
@@ -545,8 +578,12 @@ def scenario_s3(ctx: Context) -> tuple[dict[str, float], dict[str, Any]]:
     warm: list[dict[str, Any]] = []
     cold: list[dict[str, Any]] = []
     with _viewer(ctx) as viewer:
-        layer = viewer.add_image(levels, multiscale=len(levels) > 1, name='S3 ome',
-                                 **{k: v for k, v in kwargs.items() if k != 'name'})
+        layer = viewer.add_image(
+            levels,
+            multiscale=len(levels) > 1,
+            name='S3 ome',
+            **{k: v for k, v in kwargs.items() if k != 'name'},
+        )
         viewer.reset_view()
         watch = PlaneWatch(viewer, layer, level_plane_identifier(shapes), ctx.heartbeat)
         viewer.dims.set_current_step(0, 0)
@@ -556,7 +593,7 @@ def scenario_s3(ctx: Context) -> tuple[dict[str, float], dict[str, Any]]:
         slicer = layer_slicer(viewer)
         ours = isinstance(slicer, AsyncLayerSlicer) and slicer.cache.enabled
         # Back over the same planes (each differs from the one shown), cold.
-        cold_steps = (steps[-2::-1] + [0]) if ours else []
+        cold_steps = [*steps[-2::-1], 0] if ours else []
         _arm(ctx)
         for z in steps:
             warm.append(_s3_step(ctx, viewer, layer, watch, z, deadline))
@@ -581,12 +618,20 @@ def scenario_s3(ctx: Context) -> tuple[dict[str, float], dict[str, Any]]:
         'full_res_level': float(statistics.median([s['full_level'] for s in warm])),
         'max_gap_ms': gap_stats([g for s in warm + cold for g in s['gaps']])['max_gap_ms'],
     }
-    extra = {'steps': steps, 'first_pixels_ms': first_ms, 'full_res_ms': full_ms,
-             'first_levels': [s['first_level'] for s in warm],
-             'full_levels': [s['full_level'] for s in warm], 'level_shapes': shapes,
-             'cold_steps': cold_steps, 'cold_first_pixels_ms': cold_first,
-             'cold_full_res_ms': cold_full, 'cold_first_levels': [s['first_level'] for s in cold],
-             'view': view, 'step_windows': [s['window'] for s in warm]}
+    extra = {
+        'steps': steps,
+        'first_pixels_ms': first_ms,
+        'full_res_ms': full_ms,
+        'first_levels': [s['first_level'] for s in warm],
+        'full_levels': [s['full_level'] for s in warm],
+        'level_shapes': shapes,
+        'cold_steps': cold_steps,
+        'cold_first_pixels_ms': cold_first,
+        'cold_full_res_ms': cold_full,
+        'cold_first_levels': [s['first_level'] for s in cold],
+        'view': view,
+        'step_windows': [s['window'] for s in warm],
+    }
     return metrics, extra
 
 
@@ -621,8 +666,9 @@ def scenario_s6(ctx: Context) -> tuple[dict[str, float], dict[str, Any]]:
     """(a) revisit: A, B, back to A; (b) rest on P for ``pause_s``, then P + 1."""
     spec = ctx.spec
     deadline = _Deadline(spec.timeout_for('S6'))
-    revisit_pairs, neighbour_planes = _s6_plan(spec.volume_shape[0], spec.revisit_trials,
-                                               spec.neighbour_trials)
+    revisit_pairs, neighbour_planes = _s6_plan(
+        spec.volume_shape[0], spec.revisit_trials, spec.neighbour_trials
+    )
     revisit: list[float] = []
     neighbour: list[float] = []
     with _viewer(ctx) as viewer:
@@ -636,10 +682,12 @@ def scenario_s6(ctx: Context) -> tuple[dict[str, float], dict[str, Any]]:
             """Step to ``z``; return (set time, time vispy holds it)."""
             t = now()
             viewer.dims.set_current_step(0, z)
-            if not run_until(lambda: watch.first_time_at_or_after(z, t) is not None,
-                             deadline.left(spec.scenario_timeout_s / 4), poll_ms=1):
-                raise ScenarioTimeout(f'S6 {what}: vispy never showed plane {z} '
-                                      f'(holds {watch.current})')
+            if not run_until(
+                lambda: watch.first_time_at_or_after(z, t) is not None,
+                deadline.left(spec.scenario_timeout_s / 4),
+                poll_ms=1,
+            ):
+                raise ScenarioTimeout(f'S6 {what}: vispy never showed plane {z} (holds {watch.current})')
             shown = watch.first_time_at_or_after(z, t)
             assert shown is not None
             _calm(ctx, layer, deadline)
@@ -667,8 +715,13 @@ def scenario_s6(ctx: Context) -> tuple[dict[str, float], dict[str, Any]]:
         'revisit_ratio': rev / latency_ms if latency_ms > 0 else float('nan'),
         'neighbour_ratio': nb / latency_ms if latency_ms > 0 else float('nan'),
     }
-    extra = {'revisit_pairs': revisit_pairs, 'neighbour_planes': neighbour_planes,
-             'revisit_ms': revisit, 'neighbour_ms': neighbour, 'pause_s': spec.pause_s}
+    extra = {
+        'revisit_pairs': revisit_pairs,
+        'neighbour_planes': neighbour_planes,
+        'revisit_ms': revisit,
+        'neighbour_ms': neighbour,
+        'pause_s': spec.pause_s,
+    }
     return metrics, extra
 
 
@@ -705,10 +758,10 @@ def scenario_s7(ctx: Context) -> tuple[dict[str, float], dict[str, Any]]:
         t_ret = now()
         centre = int(viewer.dims.current_step[0])
         # A layer not sliced yet holds a 1x1 placeholder: only whole planes count.
-        watch = PlaneWatch(viewer, layer, lambda d: pattern_plane(d) if np.shape(d)[-2:] == (ny, nx)
-                           else None, hb)
-        if not run_until(lambda: watch.current == centre and bool(layer.loaded),
-                         spec.scenario_timeout_s / 2):
+        watch = PlaneWatch(
+            viewer, layer, lambda d: pattern_plane(d) if np.shape(d)[-2:] == (ny, nx) else None, hb
+        )
+        if not run_until(lambda: watch.current == centre and bool(layer.loaded), spec.scenario_timeout_s / 2):
             raise ScenarioTimeout(f'S7: vispy never showed plane {centre} (holds {watch.current})')
         t_first = watch.first_time_at_or_after(centre, t0)
         assert t_first is not None
@@ -733,9 +786,14 @@ def scenario_s7(ctx: Context) -> tuple[dict[str, float], dict[str, Any]]:
         'other_planes_shown': float(len(others)),
         'clims_fit': 1.0 if fits else 0.0,
     }
-    extra = {'add_window': [t0, t_ret], 'window': [t0, t_first], 'centre': centre,
-             'contrast_limits': [low, high], 'plane_range': [float(plane.min()), float(plane.max())],
-             'shown': [[t - t0, p] for t, p in watch.records]}
+    extra = {
+        'add_window': [t0, t_ret],
+        'window': [t0, t_first],
+        'centre': centre,
+        'contrast_limits': [low, high],
+        'plane_range': [float(plane.min()), float(plane.max())],
+        'shown': [[t - t0, p] for t, p in watch.records],
+    }
     return metrics, extra
 
 

@@ -32,8 +32,10 @@ def setup_mode(mode: str, latency_log: str = '') -> dict[str, Any]:
         napari_async_slicing.enable(**({'log': latency_log} if latency_log else {}))
     else:
         napari_async_slicing.disable()
-    return {'experimental_async': bool(settings.experimental.async_),
-            'ours_enabled': napari_async_slicing.is_enabled()}
+    return {
+        'experimental_async': bool(settings.experimental.async_),
+        'ours_enabled': napari_async_slicing.is_enabled(),
+    }
 
 
 def latency_log_path(out: Path, mode: str) -> Path:
@@ -79,8 +81,11 @@ def run_mode(mode: str, spec: BenchSpec, out: Path) -> int:
                     metrics, extra = runner(ctx)
                     record.update(status='ok', metrics=metrics, extra=extra)
                 except Exception as exc:  # noqa: BLE001 - reported, never crashes the run
-                    record.update(status='error', error=f'{type(exc).__name__}: {exc}',
-                                  traceback=traceback.format_exc(limit=6))
+                    record.update(
+                        status='error',
+                        error=f'{type(exc).__name__}: {exc}',
+                        traceback=traceback.format_exc(limit=6),
+                    )
                 record['seconds'] = time.perf_counter() - t0
                 _write(out, record)
         if ctx.sampler is not None:
@@ -100,8 +105,13 @@ def _gl_facts() -> dict[str, Any]:
         import vispy
         import zarr
 
-        facts.update(napari=napari.__version__, vispy=vispy.__version__, zarr=zarr.__version__,
-                     qt_api=qtpy.API_NAME, qt=qtpy.QT_VERSION)
+        facts.update(
+            napari=napari.__version__,
+            vispy=vispy.__version__,
+            zarr=zarr.__version__,
+            qt_api=qtpy.API_NAME,
+            qt=qtpy.QT_VERSION,
+        )
     except Exception:  # noqa: BLE001 - facts are best effort
         pass
     return facts
@@ -110,8 +120,9 @@ def _gl_facts() -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 3:
-        print('usage: python -m napari_async_slicing._bench._worker MODE SPEC.json OUT.jsonl',
-              file=sys.stderr)
+        print(
+            'usage: python -m napari_async_slicing._bench._worker MODE SPEC.json OUT.jsonl', file=sys.stderr
+        )
         return 2
     mode, spec_path, out = argv
     spec = BenchSpec.from_json(json.loads(Path(spec_path).read_text()))

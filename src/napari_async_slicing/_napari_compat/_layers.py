@@ -9,6 +9,7 @@ import numpy as np
 if TYPE_CHECKING:
     from napari.layers import Layer
 
+
 def slicing_state(layer: Layer) -> Any:
     return layer._slicing_state
 
@@ -161,4 +162,3 @@ def next_request_id() -> int:
     from napari.layers.base._slice import _next_request_id
 
     return _next_request_id()
-

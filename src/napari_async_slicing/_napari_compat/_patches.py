@@ -81,7 +81,8 @@ def seams() -> SimpleNamespace:
         # The Labels controls read a layer's dtype through get_dtype (plane 0 for lazy data),
         # imported by name into several modules.
         get_dtype_modules=[
-            module for name, module in list(sys.modules.items())
+            module
+            for name, module in list(sys.modules.items())
             if name.startswith('napari') and getattr(module, 'get_dtype', None) is get_dtype
         ],
         # The default factory of ViewerModel's private ``_layer_slicer``.

@@ -16,6 +16,7 @@ import numpy as np
 if TYPE_CHECKING:
     from napari.layers import Layer
 
+
 def scalar_field_response_class() -> type:
     from napari.layers._scalar_field._slice import _ScalarFieldSliceResponse
 
@@ -60,6 +61,7 @@ def thumbnail_level_index(request: Any) -> tuple[Any, tuple]:
     else:
         index = request._data_slice_to_slices(data_slice, request.slice_input.displayed)
     return request.data_at_thumbnail_level, index
+
 
 def coarse_response(request: Any, plane: Any) -> Any:
     """napari's response for ``request`` showing the thumbnail-level ``plane`` over the whole field.
@@ -121,6 +123,7 @@ def as_coarse_level_request(request: Any, coarse: Any, factors: tuple[float, ...
         corner_pixels=corners,
     )
 
+
 def set_slice_without_conversion(layer: Layer, response: Any) -> None:
     """napari's generic ``ScalarFieldSlicingState._update_slice_response`` (no Image auto-contrast).
 
@@ -136,7 +139,7 @@ def thumbnail_shape(layer: Layer) -> tuple[int, ...]:
     return tuple(layer._thumbnail_shape)
 
 
-#: Texture-ready arrays made on a worker, by the id of the slice view napari's vispy layer casts.def texture_dtype_data(data: Any) -> Any:
+def texture_dtype_data(data: Any) -> Any:
     """vispy's dtype fix napari applies in ``VispyScalarFieldBaseLayer._on_data_change``."""
     from napari._vispy.utils.gl import fix_data_dtype
 
@@ -178,4 +181,3 @@ def labels_displayed(raw: Any, contour: int, colormap: Any) -> Any:
     if contour >= 1 and raw.ndim <= 2:
         labels = get_contours(raw, contour, colormap.background_value)
     return colormap._data_to_texture(labels)
-

@@ -14,6 +14,7 @@ import numpy as np
 if TYPE_CHECKING:
     from napari.layers import Layer
 
+
 def make_slice_input(layer: Layer, dims: Any) -> Any:
     """The ``_SliceInput`` napari's sync path would store for ``dims`` (by value)."""
     return layer._slicing_state.make_slice_input(dims)
@@ -184,4 +185,3 @@ def tracks_set_displayed_dims(layer: Any, displayed: Any) -> None:
 
 def tracks_max_thumbnail(layer: Any) -> int:
     return layer._max_tracks_thumbnail
-

@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+
 def layer_slicer(viewer: Any) -> Any:
     """The slicer a viewer (``Viewer`` or ``ViewerModel``) uses."""
     return viewer._layer_slicer

@@ -11,8 +11,8 @@ from qtpy.QtWidgets import QLabel, QVBoxLayout, QWidget
 MiB = 1024 * 1024
 
 HEADER = (
-    f"{'layer':12s} {'last':>4s} {'p50':>4s} {'p95':>4s} ms {'flight':>6s} {'cancel':>6s}"
-    f" {'fail':>4s} {'hit%':>5s}"
+    f'{"layer":12s} {"last":>4s} {"p50":>4s} {"p95":>4s} ms {"flight":>6s} {"cancel":>6s}'
+    f' {"fail":>4s} {"hit%":>5s}'
 )
 
 
@@ -44,9 +44,9 @@ def cache_line(cache: dict | None) -> str:
         return 'chunk cache: off'
     prefetch = cache.get('prefetch', {})
     return (
-        f"chunk cache: {cache['bytes'] / MiB:.1f} of {cache['max_bytes'] / MiB:.0f} MiB,"
-        f" {cache['hits']} hits, {cache['misses']} misses;"
-        f" prefetched {prefetch.get('done', 0)} planes"
+        f'chunk cache: {cache["bytes"] / MiB:.1f} of {cache["max_bytes"] / MiB:.0f} MiB,'
+        f' {cache["hits"]} hits, {cache["misses"]} misses;'
+        f' prefetched {prefetch.get("done", 0)} planes'
     )
 
 
@@ -59,9 +59,9 @@ def format_stats(rows: list[dict], cache: dict | None = None) -> str:
     lines = [HEADER]
     for r in rows:
         lines.append(
-            f"{r['layer'][:12]:12s} {_ms(r['last_ms'])} {_ms(r['p50_ms'])} {_ms(r['p95_ms'])}"
-            f"    {r['in_flight']:6d} {r['cancelled'] + r['dropped']:6d} {r['failed']:4d}"
-            f" {_hits(r)}"
+            f'{r["layer"][:12]:12s} {_ms(r["last_ms"])} {_ms(r["p50_ms"])} {_ms(r["p95_ms"])}'
+            f'    {r["in_flight"]:6d} {r["cancelled"] + r["dropped"]:6d} {r["failed"]:4d}'
+            f' {_hits(r)}'
         )
     if not rows:
         lines.append('(no layer sliced yet)')

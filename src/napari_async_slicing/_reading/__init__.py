@@ -15,7 +15,14 @@ from napari_async_slicing._reading._context import (
     current_token,
     reading,
 )
-from napari_async_slicing._reading._loop import batched, call_on_loop, io_loop, result_of, run_sync, start_on_loop
+from napari_async_slicing._reading._loop import (
+    batched,
+    call_on_loop,
+    io_loop,
+    result_of,
+    run_sync,
+    start_on_loop,
+)
 from napari_async_slicing._reading._plan import ChunkPlan
 from napari_async_slicing._reading._queue import ChunkRead, ReadQueue, Tier
 from napari_async_slicing._reading._read import LazySource, Progress, read, start_read

@@ -11,6 +11,7 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from napari_async_slicing._reading._token import NEVER, CancelToken
@@ -57,24 +58,28 @@ class ReadContext:
     progress: Any = None
 
 
-_current: contextvars.ContextVar[ReadContext] = contextvars.ContextVar(
-    'napari_async_slicing_read', default=ReadContext()
+#: Outside any request: never cancelled, no queue, nothing started ahead (a read-only memo).
+OUTSIDE = ReadContext(started=MappingProxyType({}))  # type: ignore[arg-type]
+
+_current: contextvars.ContextVar[ReadContext | None] = contextvars.ContextVar(
+    'napari_async_slicing_read', default=None
 )
 
 
 def current() -> ReadContext:
-    """The read context bound here (outside a request: never cancelled, no queue)."""
-    return _current.get()
+    """The read context bound here (outside a request: :data:`OUTSIDE`)."""
+    return _current.get() or OUTSIDE
 
 
 def current_token() -> CancelToken:
-    return _current.get().token
+    return current().token
 
 
 @contextmanager
 def reading(context: ReadContext | None = None, **changes: Any) -> Iterator[ReadContext]:
     """Bind ``context`` (or the current one with ``changes``) inside the block."""
-    value = replace(context or _current.get(), **changes) if changes else (context or _current.get())
+    base = context or current()
+    value = replace(base, **changes) if changes else base
     reset = _current.set(value)
     try:
         yield value
@@ -84,6 +89,6 @@ def reading(context: ReadContext | None = None, **changes: Any) -> Iterator[Read
 
 def issued() -> None:
     """A read's I/O is under way (or needs none): tell whoever waits for it."""
-    callback = _current.get().on_issue
+    callback = current().on_issue
     if callback is not None:
         callback()

@@ -43,8 +43,8 @@ def _run_all(callbacks: list[Callable[[], Any]]) -> None:
     for callback in callbacks:
         try:
             callback()
-        except Exception:  # noqa: BLE001 - as the loop would: report, go on with the rest
-            logger.exception("a call on the IO loop failed")
+        except Exception:
+            logger.exception('a call on the IO loop failed')
 
 
 def flush() -> None:

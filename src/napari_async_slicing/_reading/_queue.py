@@ -65,7 +65,7 @@ _NO_RANK = (len(Tier), 0.0)
 
 
 class _Entry:
-    __slots__ = ('read', 'interests', 'future', 'task', 'token', 'requeue', 'rank')
+    __slots__ = ('future', 'interests', 'rank', 'read', 'requeue', 'task', 'token')
 
     def __init__(self, read: ChunkRead, loop: asyncio.AbstractEventLoop) -> None:
         self.read = read
@@ -92,8 +92,14 @@ def _retrieve(future: asyncio.Future) -> None:
 class ReadQueue:
     """See the module docstring. ``cache`` may be disabled (then reads are shared, not kept)."""
 
-    def __init__(self, cache: Any, *, read_timeout: float | None = None, env: Env | None = None,
-                 max_in_flight: int = MAX_IN_FLIGHT) -> None:
+    def __init__(
+        self,
+        cache: Any,
+        *,
+        read_timeout: float | None = None,
+        env: Env | None = None,
+        max_in_flight: int = MAX_IN_FLIGHT,
+    ) -> None:
         self.cache = cache if cache is not None and cache.enabled else None
         self.read_timeout = read_timeout or None
         self.env = env or Env()
@@ -113,8 +119,9 @@ class ReadQueue:
 
     # --- requests' reads ---------------------------------------------------------------------
 
-    async def fetch(self, reads: Iterable[ChunkRead], tier: int = Tier.VISIBLE,
-                    priority: float = 0.0) -> dict[tuple[int, ...], np.ndarray]:
+    async def fetch(
+        self, reads: Iterable[ChunkRead], tier: int = Tier.VISIBLE, priority: float = 0.0
+    ) -> dict[tuple[int, ...], np.ndarray]:
         """Read ``reads`` (chunks not cached when they were looked up); cancelling the awaiting
         task gives up this reader's interest. Raises the first chunk's failure."""
         owner = object()

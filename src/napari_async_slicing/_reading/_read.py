@@ -16,8 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from napari_async_slicing._reading._context import ReadContext, current, issued, reading
-from napari_async_slicing._reading._loop import batched, run_sync, start_on_loop
+from napari_async_slicing._reading._context import OUTSIDE, ReadContext, current, issued, reading
+from napari_async_slicing._reading._loop import batched, start_on_loop
 from napari_async_slicing._reading._plan import ChunkPlan
 from napari_async_slicing._reading._queue import ChunkRead, ReadQueue, Tier
 from napari_async_slicing._reading._sources import ChunkSource, source_for
@@ -90,8 +90,9 @@ def _send(array: Any, selection: tuple) -> _Pending:
     return _Pending(start_on_loop(coro), plan, found, source.dtype)
 
 
-def _look_up(cache: Any, source: ChunkSource, plan: ChunkPlan,
-             context: ReadContext) -> tuple[dict, list[ChunkRead]]:
+def _look_up(
+    cache: Any, source: ChunkSource, plan: ChunkPlan, context: ReadContext
+) -> tuple[dict, list[ChunkRead]]:
     """The plan's chunks found in the cache, and reads of the missing ones; counts both."""
     found: dict = {}
     missing: list[ChunkRead] = []
@@ -112,7 +113,7 @@ def start_read(array: Any, selection: tuple) -> None:
     same selection (:func:`read`) joins it instead of reading again."""
     context = current()
     key = _selection_key(array, selection)
-    if key not in context.started:
+    if key not in context.started and context.started is not OUTSIDE.started:
         with batched():
             context.started[key] = _send(array, selection)
 
@@ -140,7 +141,7 @@ class LazySource:
     while routing the actual read through :func:`read`.
     """
 
-    __slots__ = ('array', '_index')
+    __slots__ = ('_index', 'array')
 
     def __init__(self, array: Any, index: tuple[range | int, ...] | None = None) -> None:
         self.array = array
@@ -226,8 +227,9 @@ class Progress:
     main thread to apply it); absent on the inline path, where requests run as napari's.
     """
 
-    def __init__(self, publish: Callable[[Any], None],
-                 submit: Callable[..., concurrent.futures.Future]) -> None:
+    def __init__(
+        self, publish: Callable[[Any], None], submit: Callable[..., concurrent.futures.Future]
+    ) -> None:
         self._publish = publish
         self._submit = submit
 

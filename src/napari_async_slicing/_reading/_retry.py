@@ -21,14 +21,16 @@ RETRY_ATTEMPTS = 8
 RETRY_BASE_DELAY = 0.05  # seconds; doubles each attempt, with jitter
 RETRY_MAX_DELAY = 1.0
 
-_TRANSIENT_NAMES = frozenset({
-    'ServerDisconnectedError',
-    'ClientConnectionError',
-    'ClientOSError',
-    'ClientPayloadError',
-    'ServerTimeoutError',
-    'ClientConnectorError',
-})
+_TRANSIENT_NAMES = frozenset(
+    {
+        'ServerDisconnectedError',
+        'ClientConnectionError',
+        'ClientOSError',
+        'ClientPayloadError',
+        'ServerTimeoutError',
+        'ClientConnectorError',
+    }
+)
 
 
 def backoff(attempt: int) -> float:
@@ -64,7 +66,7 @@ async def retried(read: Callable[[], Awaitable[Any]], window: float | None) -> A
             if window is None:
                 return await read()
             return await asyncio.wait_for(read(), window)
-        except Exception as exc:  # noqa: BLE001 - classified below
+        except Exception as exc:
             out_of_time = window is not None and time.monotonic() - start >= window
             if attempt == RETRY_ATTEMPTS - 1 or out_of_time or not is_transient(exc):
                 raise

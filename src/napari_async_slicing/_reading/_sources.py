@@ -67,8 +67,9 @@ class ChunkSource(ABC):
         """How ``selection`` maps onto chunks read one by one; None: read it whole, uncached."""
 
     @abstractmethod
-    async def read_chunk(self, chunk: tuple[int, ...], region: tuple[slice, ...], env: Env,
-                         token: CancelToken) -> np.ndarray:
+    async def read_chunk(
+        self, chunk: tuple[int, ...], region: tuple[slice, ...], env: Env, token: CancelToken
+    ) -> np.ndarray:
         """One chunk (``region`` of the array), on the IO loop."""
 
     @abstractmethod
@@ -84,8 +85,9 @@ class ZarrSource(ChunkSource):
         except (NotImplementedError, ValueError, TypeError):
             return None  # irregular chunk grids, negative steps, fancy indexing: read directly
 
-    async def read_chunk(self, chunk: tuple[int, ...], region: tuple[slice, ...], env: Env,
-                         token: CancelToken) -> np.ndarray:
+    async def read_chunk(
+        self, chunk: tuple[int, ...], region: tuple[slice, ...], env: Env, token: CancelToken
+    ) -> np.ndarray:
         return np.asarray(await self.array.async_array.getitem(region))
 
     async def read_whole(self, selection: tuple, env: Env, token: CancelToken) -> np.ndarray:
@@ -156,8 +158,9 @@ class DaskSource(ChunkSource):
             return None
         return plan
 
-    async def read_chunk(self, chunk: tuple[int, ...], region: tuple[slice, ...], env: Env,
-                         token: CancelToken) -> np.ndarray:
+    async def read_chunk(
+        self, chunk: tuple[int, ...], region: tuple[slice, ...], env: Env, token: CancelToken
+    ) -> np.ndarray:
         block = self.array.blocks[chunk]
         return await _blocking(env, token, lambda: _compute(block, env, token))
 
@@ -170,8 +173,9 @@ class ArraySource(ChunkSource):
     def plan(self, selection: tuple, max_chunk_bytes: int) -> ChunkPlan | None:
         return None
 
-    async def read_chunk(self, chunk: tuple[int, ...], region: tuple[slice, ...], env: Env,
-                         token: CancelToken) -> np.ndarray:  # pragma: no cover - never planned
+    async def read_chunk(
+        self, chunk: tuple[int, ...], region: tuple[slice, ...], env: Env, token: CancelToken
+    ) -> np.ndarray:  # pragma: no cover - never planned
         raise NotImplementedError
 
     async def read_whole(self, selection: tuple, env: Env, token: CancelToken) -> np.ndarray:

@@ -170,9 +170,12 @@ class Applier:
             compat.mark_loaded(layer, task.request_id)
             if self._is_newest(task):
                 self._report(layer, task, item.error)
-        elif not skip and task.epoch == epoch and (
-            task.request_id > shown.request_id
-            or (task.request_id == shown.request_id and shown.preview)
+        elif (
+            not skip
+            and task.epoch == epoch
+            and (
+                task.request_id > shown.request_id or (task.request_id == shown.request_id and shown.preview)
+            )
         ):
             outcome = Outcome.APPLIED
             shown.request_id, shown.preview, shown.plane = task.request_id, False, task.plane
@@ -192,11 +195,7 @@ class Applier:
         if layer is None or self._closed or task.token.cancelled:
             return  # gone or superseded
         shown = self._shown.setdefault(layer, _Shown())
-        if (
-            not self._is_newest(task)
-            or task.request_id <= shown.request_id
-            or task.plane == shown.plane
-        ):
+        if not self._is_newest(task) or task.request_id <= shown.request_id or task.plane == shown.plane:
             # Superseded, its final is already shown, or the layer already shows this plane
             # (at a level at least as fine: another data level was asked for, e.g. by a zoom).
             return

@@ -27,7 +27,10 @@ class LayerHooks:
         if layer in self._connected:
             return
         layer_ref = weakref.ref(layer)
-        self._connected[layer] = (self._forward_loaded(layer, layer_ref), self._watch_writes(layer, layer_ref))
+        self._connected[layer] = (
+            self._forward_loaded(layer, layer_ref),
+            self._watch_writes(layer, layer_ref),
+        )
 
     def unwatch(self, layer: Any) -> None:
         forward, written = self._connected.pop(layer, (None, None))

@@ -76,7 +76,10 @@ class AsyncLayerSlicer:
         )
         self._recorder = Recorder(options.log)
         self._scheduler = Scheduler(
-            options, execute=self._execute, deliver=self._deliver, apply_now=self._apply_now,
+            options,
+            execute=self._execute,
+            deliver=self._deliver,
+            apply_now=self._apply_now,
             done=self._done,
         )
         self._applier = Applier(
@@ -157,7 +160,7 @@ class AsyncLayerSlicer:
         close = start_on_loop(_close(self.queue))
         try:
             result_of(close, timeout=1.0)
-        except Exception:  # noqa: BLE001 - the loop is busy or gone: reads end with their tokens
+        except Exception:
             logger.debug('closing the read queue', exc_info=True)
         self._readers.shutdown(wait=False, cancel_futures=True)
         self._readers.shutdown(wait=True)
@@ -311,13 +314,18 @@ class AsyncLayerSlicer:
             task.token.raise_if_cancelled()
         except SliceCancelled as exc:
             error = exc
-        except Exception as exc:  # noqa: BLE001 - reported on the main thread
+        except Exception as exc:
             error = exc
             # The traceback: here (off the main thread, formatted only if debug is on).
             logger.debug('slice of request %s failed', task.request_id, exc_info=exc)
         return Finished(
-            task, None if error else response, error, started, time.perf_counter(),
-            counters.hits, counters.misses,
+            task,
+            None if error else response,
+            error,
+            started,
+            time.perf_counter(),
+            counters.hits,
+            counters.misses,
         )
 
     def _deliver(self, finished: Finished) -> None:
@@ -339,7 +347,7 @@ class AsyncLayerSlicer:
     def _track(self, tasks: list[SliceTask]) -> Future:
         """The future ``submit`` returns: one task's own, or one that merges several."""
         key = tuple(t.layer_ref for t in tasks)
-        future = tasks[0].future if len(tasks) == 1 else _merged([t.future for t in tasks], key)
+        future = tasks[0].future if len(tasks) == 1 else _merged([t.future for t in tasks])
         with self._lock:
             self._layers_to_task[key] = future
 
@@ -352,7 +360,7 @@ class AsyncLayerSlicer:
         return future
 
 
-def _merged(futures: list[Future], layer_refs: tuple) -> Future:
+def _merged(futures: list[Future]) -> Future:
     """A future of every layer's response (the first real failure, if any)."""
     merged: Future = Future()
     merged.set_running_or_notify_cancel()
@@ -365,7 +373,7 @@ def _merged(futures: list[Future], layer_refs: tuple) -> Future:
             if remaining[0]:
                 return
         result: dict = {}
-        for ref, future in zip(layer_refs, futures, strict=True):
+        for future in futures:
             if future.cancelled():
                 continue
             error = future.exception()

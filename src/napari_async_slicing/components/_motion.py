@@ -37,7 +37,7 @@ class Motion:
         if last is None or len(last) != len(step):
             self.last_move = None
             return None
-        moved = [i for i, (a, b) in enumerate(zip(last, step)) if a != b]
+        moved = [i for i, (a, b) in enumerate(zip(last, step, strict=True)) if a != b]
         if not moved:
             return self.last_move  # the same step again (napari submits each step twice)
         now = time.perf_counter()

@@ -80,8 +80,9 @@ class Prefetcher:
 
     # --- told by the slicer (any thread) -----------------------------------------------------
 
-    def observed(self, key: int, request_id: int, plane: tuple, array: Any, selection: tuple,
-                 coarse: bool) -> None:
+    def observed(
+        self, key: int, request_id: int, plane: tuple, array: Any, selection: tuple, coarse: bool
+    ) -> None:
         """A request of layer ``key`` read ``array[selection]`` (a worker)."""
         if self.enabled:
             call_on_loop(lambda: self._observed(key, request_id, plane, array, selection, coarse))
@@ -102,8 +103,9 @@ class Prefetcher:
 
     # --- on the IO loop ----------------------------------------------------------------------
 
-    def _observed(self, key: int, request_id: int, plane: tuple, array: Any, selection: tuple,
-                  coarse: bool) -> None:
+    def _observed(
+        self, key: int, request_id: int, plane: tuple, array: Any, selection: tuple, coarse: bool
+    ) -> None:
         layer = self._layers.setdefault(key, _Layer())
         if request_id < layer.request_id:
             return  # an older request's read, late
@@ -122,7 +124,8 @@ class Prefetcher:
             return
         moved = [a for a in _not_displayed(plane) if layer.plane[0][a] != plane[0][a]]
         changed = [
-            d for d, (x, y) in enumerate(zip(before.selection, selection))
+            d
+            for d, (x, y) in enumerate(zip(before.selection, selection, strict=False))
             if _start(x) is not None and _start(y) is not None and _start(x) != _start(y)
         ]
         if len(moved) == 1 and len(changed) == 1:
@@ -200,7 +203,7 @@ class Prefetcher:
                 if axis is None:
                     break
                 d, ratio = axis
-                moved = _shift(selection[d], int(round((y - x) * ratio)), read.array.shape[d])
+                moved = _shift(selection[d], round((y - x) * ratio), read.array.shape[d])
                 if moved is None:
                     break
                 selection[d] = moved
@@ -222,7 +225,7 @@ class Prefetcher:
             start, stop = (at, at + 1) if isinstance(at, int) else (at.start, at.stop)
             plane = [
                 1 if isinstance(s, int) or i == d else len(range(*s.indices(n)))
-                for i, (s, n) in enumerate(zip(read.selection, read.array.shape))
+                for i, (s, n) in enumerate(zip(read.selection, read.array.shape, strict=False))
             ]
             plane_bytes = max(1, int(np.prod(plane)) * np.dtype(read.array.dtype).itemsize)
             half = min(COARSE_WINDOW_PLANES, budget // plane_bytes) // 2
@@ -240,7 +243,7 @@ class Prefetcher:
         try:
             source = source_for(read.array, self.queue.env)
             plan = source.plan(read.selection, cache.max_bytes // 4)
-        except Exception:  # noqa: BLE001 - prefetch is best effort
+        except Exception:
             logger.debug('prefetch plan failed', exc_info=True)
             return []
         if plan is None:
@@ -273,5 +276,5 @@ def _shift(index: Any, by: int, size: int) -> Any:
         return moved if 0 <= moved < size else None
     if isinstance(index, slice) and index.start is not None and index.stop is not None:
         start, stop = index.start + by, index.stop + by
-        return slice(start, stop, index.step) if 0 <= start and stop <= size else None
+        return slice(start, stop, index.step) if start >= 0 and stop <= size else None
     return None

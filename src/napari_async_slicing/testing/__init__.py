@@ -10,15 +10,15 @@ from ._open import open_remote_array, open_remote_group, open_remote_store
 from ._server import ZarrHTTPServer
 
 __all__ = [
-    "ZarrHTTPServer",
-    "expected_plane",
-    "make_ome_zarr",
-    "make_volume",
-    "open_remote_array",
-    "open_remote_group",
-    "open_remote_store",
-    "plane_value",
-    "sample_data",
-    "serve_main",
-    "which_plane",
+    'ZarrHTTPServer',
+    'expected_plane',
+    'make_ome_zarr',
+    'make_volume',
+    'open_remote_array',
+    'open_remote_group',
+    'open_remote_store',
+    'plane_value',
+    'sample_data',
+    'serve_main',
+    'which_plane',
 ]

@@ -14,11 +14,11 @@ from ._open import open_remote_array
 from ._server import ZarrHTTPServer
 
 __all__ = [
-    "remote_tiny_volume",
-    "tiny_ome_zarr",
-    "tiny_volume",
-    "tiny_volume_server",
-    "zarr_server_factory",
+    'remote_tiny_volume',
+    'tiny_ome_zarr',
+    'tiny_volume',
+    'tiny_volume_server',
+    'zarr_server_factory',
 ]
 
 #: Default lifetime bound for servers made by ``zarr_server_factory``.
@@ -31,7 +31,7 @@ def zarr_server_factory() -> Iterator[Callable[..., ZarrHTTPServer]]:
     servers: list[ZarrHTTPServer] = []
 
     def factory(root: str | Path, **kwargs: Any) -> ZarrHTTPServer:
-        kwargs.setdefault("max_seconds", TEST_SERVER_MAX_SECONDS)
+        kwargs.setdefault('max_seconds', TEST_SERVER_MAX_SECONDS)
         server = ZarrHTTPServer(root, **kwargs)
         servers.append(server)
         return server.start()
@@ -41,10 +41,10 @@ def zarr_server_factory() -> Iterator[Callable[..., ZarrHTTPServer]]:
         server.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope='session')
 def tiny_volume(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Path ``<tmp>/volume`` of a (12, 64, 64) uint16 zarr v3 array, chunks (1, 32, 32)."""
-    return make_volume(tmp_path_factory.mktemp("tiny-volume") / "volume", **SAMPLE_SIZES["volume"]["tiny"])
+    return make_volume(tmp_path_factory.mktemp('tiny-volume') / 'volume', **SAMPLE_SIZES['volume']['tiny'])
 
 
 @pytest.fixture
@@ -61,7 +61,9 @@ def remote_tiny_volume(tiny_volume: Path, tiny_volume_server: ZarrHTTPServer) ->
     return open_remote_array(tiny_volume_server.url_for(tiny_volume.name), zarr_format=3)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope='session')
 def tiny_ome_zarr(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Path of a 4-level OME-Zarr 0.5 image (6, 128, 128), chunks (1, 64, 64), with labels."""
-    return make_ome_zarr(tmp_path_factory.mktemp("tiny-ome") / "image.ome.zarr", **SAMPLE_SIZES["ome"]["tiny"])
+    return make_ome_zarr(
+        tmp_path_factory.mktemp('tiny-ome') / 'image.ome.zarr', **SAMPLE_SIZES['ome']['tiny']
+    )

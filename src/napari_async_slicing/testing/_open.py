@@ -8,15 +8,15 @@ from typing import Any, Literal
 import zarr
 import zarr.storage
 
-__all__ = ["open_remote_array", "open_remote_group", "open_remote_store"]
+__all__ = ['open_remote_array', 'open_remote_group', 'open_remote_store']
 
-StoreKind = Literal["fsspec", "obstore"]
+StoreKind = Literal['fsspec', 'obstore']
 
 
 def open_remote_store(
     url: str,
     *,
-    store: StoreKind = "fsspec",
+    store: StoreKind = 'fsspec',
     storage_options: Mapping[str, Any] | None = None,
     client_options: Mapping[str, Any] | None = None,
     retry_config: Mapping[str, Any] | None = None,
@@ -37,20 +37,24 @@ def open_remote_store(
 def open_remote_array(
     url: str,
     *,
-    store: StoreKind = "fsspec",
+    store: StoreKind = 'fsspec',
     zarr_format: Literal[2, 3] | None = None,
     **store_kwargs: Any,
 ) -> zarr.Array:
     """Open the zarr array at ``url`` read-only (see :func:`open_remote_store`)."""
-    return zarr.open_array(open_remote_store(url, store=store, **store_kwargs), mode="r", zarr_format=zarr_format)
+    return zarr.open_array(
+        open_remote_store(url, store=store, **store_kwargs), mode='r', zarr_format=zarr_format
+    )
 
 
 def open_remote_group(
     url: str,
     *,
-    store: StoreKind = "fsspec",
+    store: StoreKind = 'fsspec',
     zarr_format: Literal[2, 3] | None = None,
     **store_kwargs: Any,
 ) -> zarr.Group:
     """Open the zarr group at ``url`` read-only (see :func:`open_remote_store`)."""
-    return zarr.open_group(open_remote_store(url, store=store, **store_kwargs), mode="r", zarr_format=zarr_format)
+    return zarr.open_group(
+        open_remote_store(url, store=store, **store_kwargs), mode='r', zarr_format=zarr_format
+    )

@@ -17,12 +17,12 @@ from types import TracebackType
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit
 
-__all__ = ["ZarrHTTPServer"]
+__all__ = ['ZarrHTTPServer']
 
-FAILURE_MODES: tuple[str, ...] = ("500", "stall", "corrupt")
-METADATA_NAMES = frozenset({"zarr.json", ".zarray", ".zattrs", ".zgroup", ".zmetadata"})
+FAILURE_MODES: tuple[str, ...] = ('500', 'stall', 'corrupt')
+METADATA_NAMES = frozenset({'zarr.json', '.zarray', '.zattrs', '.zgroup', '.zmetadata'})
 LOG_MAXLEN = 100_000
-_ALLOWED_HOSTS = ("127.0.0.1", "localhost")
+_ALLOWED_HOSTS = ('127.0.0.1', 'localhost')
 _IDLE_TIMEOUT = 30.0  # seconds an idle keep-alive connection is kept open
 _JOIN_TIMEOUT = 5.0
 
@@ -33,19 +33,19 @@ class _Config:
     jitter: float = 0.0
     bandwidth: float | None = None
     failure_rate: float = 0.0
-    failure_mode: str = "500"
+    failure_mode: str = '500'
     stall_seconds: float = 30.0
 
     def __post_init__(self) -> None:
-        for name in ("latency", "jitter", "stall_seconds"):
+        for name in ('latency', 'jitter', 'stall_seconds'):
             if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0")
+                raise ValueError(f'{name} must be >= 0')
         if self.bandwidth is not None and self.bandwidth <= 0:
-            raise ValueError("bandwidth must be > 0 or None")
+            raise ValueError('bandwidth must be > 0 or None')
         if not 0.0 <= self.failure_rate <= 1.0:
-            raise ValueError("failure_rate must be in [0, 1]")
+            raise ValueError('failure_rate must be in [0, 1]')
         if self.failure_mode not in FAILURE_MODES:
-            raise ValueError(f"failure_mode must be one of {FAILURE_MODES}")
+            raise ValueError(f'failure_mode must be one of {FAILURE_MODES}')
 
 
 _SETTINGS = tuple(f.name for f in dataclasses.fields(_Config))
@@ -60,12 +60,12 @@ def _setting(name: str) -> property:
     def fset(self: ZarrHTTPServer, value: Any) -> None:
         self.configure(**{name: value})
 
-    return property(fget, fset, doc=f"Current ``{name}`` setting (thread-safe).")
+    return property(fget, fset, doc=f'Current ``{name}`` setting (thread-safe).')
 
 
 def is_metadata_path(relpath: str) -> bool:
     """True if ``relpath`` names a zarr metadata document."""
-    return relpath.rsplit("/", 1)[-1] in METADATA_NAMES
+    return relpath.rsplit('/', 1)[-1] in METADATA_NAMES
 
 
 class _Unsatisfiable(Exception):
@@ -80,14 +80,14 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
     """
     if not header:
         return None
-    unit, _, spec = header.strip().partition("=")
-    if unit.strip().lower() != "bytes" or "," in spec:
+    unit, _, spec = header.strip().partition('=')
+    if unit.strip().lower() != 'bytes' or ',' in spec:
         return None
-    first_s, sep, last_s = spec.strip().partition("-")
+    first_s, sep, last_s = spec.strip().partition('-')
     if not sep:
         return None
     try:
-        if first_s == "":
+        if first_s == '':
             suffix = int(last_s)
             if suffix < 0:
                 return None
@@ -132,8 +132,8 @@ class _HTTPServer(ThreadingHTTPServer):
 
 
 class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    server_version = "ZarrHTTPServer/1"
+    protocol_version = 'HTTP/1.1'
+    server_version = 'ZarrHTTPServer/1'
     timeout = _IDLE_TIMEOUT
     # Headers and body go out in separate writes; with Nagle's algorithm on, the body waits for
     # the client's delayed ACK of the headers (~40 ms on Linux), which no real object store adds.
@@ -164,12 +164,12 @@ class ZarrHTTPServer:
     at any time through attributes or :meth:`configure`.
     """
 
-    latency = _setting("latency")
-    jitter = _setting("jitter")
-    bandwidth = _setting("bandwidth")
-    failure_rate = _setting("failure_rate")
-    failure_mode = _setting("failure_mode")
-    stall_seconds = _setting("stall_seconds")
+    latency = _setting('latency')
+    jitter = _setting('jitter')
+    bandwidth = _setting('bandwidth')
+    failure_rate = _setting('failure_rate')
+    failure_mode = _setting('failure_mode')
+    stall_seconds = _setting('stall_seconds')
 
     def __init__(
         self,
@@ -179,21 +179,21 @@ class ZarrHTTPServer:
         jitter: float = 0.0,
         bandwidth: float | None = None,
         failure_rate: float = 0.0,
-        failure_mode: str = "500",
+        failure_mode: str = '500',
         stall_seconds: float = 30.0,
         max_seconds: float = 900.0,
         max_requests: int = 1_000_000,
         seed: int | None = 0,
         port: int = 0,
-        host: str = "127.0.0.1",
+        host: str = '127.0.0.1',
     ) -> None:
         if host not in _ALLOWED_HOSTS:
-            raise ValueError(f"ZarrHTTPServer only binds 127.0.0.1, not {host!r}")
+            raise ValueError(f'ZarrHTTPServer only binds 127.0.0.1, not {host!r}')
         self.root = Path(root).resolve()
         if not self.root.is_dir():
-            raise NotADirectoryError(f"root {self.root} is not a directory")
+            raise NotADirectoryError(f'root {self.root} is not a directory')
         if max_seconds <= 0 or max_requests <= 0:
-            raise ValueError("max_seconds and max_requests must be > 0")
+            raise ValueError('max_seconds and max_requests must be > 0')
         self.max_seconds = float(max_seconds)
         self.max_requests = int(max_requests)
         self._port = int(port)
@@ -220,7 +220,7 @@ class ZarrHTTPServer:
         failure_mode, stall_seconds. Affects requests that arrive afterwards."""
         unknown = set(settings) - set(_SETTINGS)
         if unknown:
-            raise TypeError(f"unknown settings: {sorted(unknown)}")
+            raise TypeError(f'unknown settings: {sorted(unknown)}')
         with self._lock:
             self._config = dataclasses.replace(self._config, **settings)
 
@@ -292,17 +292,17 @@ class ZarrHTTPServer:
         with self._lock:
             return list(self._log)
 
-    def count(self, prefix: str = "", *, method: str | None = None, status: int | None = None) -> int:
+    def count(self, prefix: str = '', *, method: str | None = None, status: int | None = None) -> int:
         """Number of logged requests whose path starts with ``prefix``
         (optionally also matching ``method`` and ``status``)."""
-        prefix = prefix.lstrip("/")
+        prefix = prefix.lstrip('/')
         with self._lock:
             return sum(
                 1
                 for e in self._log
-                if e["path"].startswith(prefix)
-                and (method is None or e["method"] == method)
-                and (status is None or e["status"] == status)
+                if e['path'].startswith(prefix)
+                and (method is None or e['method'] == method)
+                and (status is None or e['status'] == status)
             )
 
     # -- lifecycle -----------------------------------------------------------
@@ -311,7 +311,7 @@ class ZarrHTTPServer:
     def address(self) -> tuple[str, int]:
         """Bound ``(host, port)``; only valid after :meth:`start`."""
         if self._httpd is None:
-            raise RuntimeError("server not started")
+            raise RuntimeError('server not started')
         host, port = self._httpd.server_address[:2]
         return str(host), int(port)
 
@@ -323,12 +323,12 @@ class ZarrHTTPServer:
     def url(self) -> str:
         """Base URL, e.g. ``http://127.0.0.1:8123``."""
         host, port = self.address
-        return f"http://{host}:{port}"
+        return f'http://{host}:{port}'
 
     def url_for(self, relpath: str | Path) -> str:
         """URL of ``relpath`` (relative to ``root``)."""
-        rel = Path(relpath).as_posix().strip("/")
-        return self.url if rel in ("", ".") else f"{self.url}/{quote(rel)}"
+        rel = Path(relpath).as_posix().strip('/')
+        return self.url if rel in ('', '.') else f'{self.url}/{quote(rel)}'
 
     @property
     def running(self) -> bool:
@@ -337,13 +337,17 @@ class ZarrHTTPServer:
     def start(self) -> ZarrHTTPServer:
         """Bind 127.0.0.1 and serve in background daemon threads."""
         if self._httpd is not None:
-            raise RuntimeError("ZarrHTTPServer can only be started once")
-        self._httpd = _HTTPServer(("127.0.0.1", self._port), self)
+            raise RuntimeError('ZarrHTTPServer can only be started once')
+        self._httpd = _HTTPServer(('127.0.0.1', self._port), self)
         serve = threading.Thread(
-            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05},
-            name=f"ZarrHTTPServer:{self.port}", daemon=True,
+            target=self._httpd.serve_forever,
+            kwargs={'poll_interval': 0.05},
+            name=f'ZarrHTTPServer:{self.port}',
+            daemon=True,
         )
-        watchdog = threading.Thread(target=self._watchdog, name=f"ZarrHTTPServer-watchdog:{self.port}", daemon=True)
+        watchdog = threading.Thread(
+            target=self._watchdog, name=f'ZarrHTTPServer-watchdog:{self.port}', daemon=True
+        )
         self._threads = [serve, watchdog]
         serve.start()
         watchdog.start()
@@ -359,7 +363,7 @@ class ZarrHTTPServer:
             return
         with self._lock:
             if self.stop_reason is None:
-                self.stop_reason = "stop"
+                self.stop_reason = 'stop'
         self._stop_called.set()
         self._wake_watchdog.set()
         self._stopped.wait(timeout)
@@ -371,20 +375,21 @@ class ZarrHTTPServer:
     def __enter__(self) -> ZarrHTTPServer:
         return self.start()
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.stop()
 
     def __repr__(self) -> str:
-        where = self.url if self._httpd is not None else "not started"
-        return f"<ZarrHTTPServer {self.root} {where} {self._config}>"
+        where = self.url if self._httpd is not None else 'not started'
+        return f'<ZarrHTTPServer {self.root} {where} {self._config}>'
 
     def _watchdog(self) -> None:
         """Wait for stop(), the request bound or ``max_seconds``, then shut down."""
         if not self._wake_watchdog.wait(self.max_seconds):
             with self._lock:
-                self.stop_reason = self.stop_reason or "max_seconds"
-        if self.stop_reason == "max_requests":
+                self.stop_reason = self.stop_reason or 'max_seconds'
+        if self.stop_reason == 'max_requests':
             # Let the requests admitted before the limit finish (bounded; stop() cuts it short).
             deadline = time.monotonic() + _JOIN_TIMEOUT
             while self._in_flight and time.monotonic() < deadline and not self._stop_called.wait(0.01):
@@ -434,7 +439,7 @@ class ZarrHTTPServer:
                 fail = cfg.failure_mode
                 self._failures_injected += 1
             if number >= self.max_requests and self.stop_reason is None:
-                self.stop_reason = "max_requests"
+                self.stop_reason = 'max_requests'
                 self._wake_watchdog.set()
         return number, cfg, delay, fail
 
@@ -451,8 +456,8 @@ class ZarrHTTPServer:
 
     def _resolve(self, relpath: str) -> Path | None:
         """Map a URL path to a regular file under ``root``, or ``None``."""
-        parts = [p for p in relpath.split("/") if p not in ("", ".")]
-        if any(p == ".." or "\\" in p or "\x00" in p for p in parts):
+        parts = [p for p in relpath.split('/') if p not in ('', '.')]
+        if any(p == '..' or '\\' in p or '\x00' in p for p in parts):
             return None
         try:
             candidate = self.root.joinpath(*parts).resolve()
@@ -463,13 +468,19 @@ class ZarrHTTPServer:
         return candidate
 
     def _serve(self, h: _Handler, *, head: bool) -> None:
-        relpath = unquote(urlsplit(h.path).path).lstrip("/")
+        relpath = unquote(urlsplit(h.path).path).lstrip('/')
         # Chunk requests: anything but metadata documents and directories (listing probes).
-        is_chunk = not (is_metadata_path(relpath) or relpath.endswith("/") or (self.root / relpath).is_dir())
+        is_chunk = not (is_metadata_path(relpath) or relpath.endswith('/') or (self.root / relpath).is_dir())
         number, cfg, delay, fail = self._begin(is_chunk)
         entry: dict[str, Any] = {
-            "path": relpath, "method": h.command, "status": None, "range": h.headers.get("Range"),
-            "injected": fail, "start": time.perf_counter(), "end": None, "bytes": 0,
+            'path': relpath,
+            'method': h.command,
+            'status': None,
+            'range': h.headers.get('Range'),
+            'injected': fail,
+            'start': time.perf_counter(),
+            'end': None,
+            'bytes': 0,
         }
         try:
             self._respond(h, head, number, cfg, delay, fail, relpath, entry)
@@ -478,22 +489,31 @@ class ZarrHTTPServer:
         finally:
             if self._stopping.is_set():
                 h.close_connection = True
-            entry["end"] = time.perf_counter()
+            entry['end'] = time.perf_counter()
             self._finish(entry)
 
-    def _respond(self, h: _Handler, head: bool, number: int, cfg: _Config, delay: float,
-                 fail: str | None, relpath: str, entry: dict[str, Any]) -> None:
+    def _respond(
+        self,
+        h: _Handler,
+        head: bool,
+        number: int,
+        cfg: _Config,
+        delay: float,
+        fail: str | None,
+        relpath: str,
+        entry: dict[str, Any],
+    ) -> None:
         if number > self.max_requests:
             self._send_simple(h, 503, entry, head)
             return
         if delay > 0 and self._stopping.wait(delay):
             h.close_connection = True
             return
-        if fail == "stall":
+        if fail == 'stall':
             self._stopping.wait(cfg.stall_seconds)
             h.close_connection = True
             return
-        if fail == "500":
+        if fail == '500':
             self._send_simple(h, 500, entry, head)
             return
         path = self._resolve(relpath)
@@ -503,30 +523,30 @@ class ZarrHTTPServer:
         stat = path.stat()
         size = stat.st_size
         try:
-            byte_range = parse_range(entry["range"], size)
+            byte_range = parse_range(entry['range'], size)
         except _Unsatisfiable:
-            self._send_simple(h, 416, entry, head, {"Content-Range": f"bytes */{size}"})
+            self._send_simple(h, 416, entry, head, {'Content-Range': f'bytes */{size}'})
             return
         first, last = byte_range if byte_range is not None else (0, size - 1)
         length = last - first + 1
         h.send_response(206 if byte_range is not None else 200)
-        entry["status"] = 206 if byte_range is not None else 200
+        entry['status'] = 206 if byte_range is not None else 200
         json_like = is_metadata_path(relpath)
-        h.send_header("Content-Type", "application/json" if json_like else "application/octet-stream")
-        h.send_header("Content-Length", str(length))
-        h.send_header("Accept-Ranges", "bytes")
-        h.send_header("Last-Modified", email.utils.formatdate(stat.st_mtime, usegmt=True))
-        h.send_header("ETag", f'"{stat.st_mtime_ns:x}-{size:x}"')
+        h.send_header('Content-Type', 'application/json' if json_like else 'application/octet-stream')
+        h.send_header('Content-Length', str(length))
+        h.send_header('Accept-Ranges', 'bytes')
+        h.send_header('Last-Modified', email.utils.formatdate(stat.st_mtime, usegmt=True))
+        h.send_header('ETag', f'"{stat.st_mtime_ns:x}-{size:x}"')
         if byte_range is not None:
-            h.send_header("Content-Range", f"bytes {first}-{last}/{size}")
+            h.send_header('Content-Range', f'bytes {first}-{last}/{size}')
         h.end_headers()
         if head or length == 0:
             return
-        if fail == "corrupt":
+        if fail == 'corrupt':
             with self._lock:
                 body = self._rng.randbytes(length)
         else:
-            with path.open("rb") as f:
+            with path.open('rb') as f:
                 f.seek(first)
                 body = f.read(length)
         self._write_body(h, body, cfg.bandwidth, entry)
@@ -534,7 +554,7 @@ class ZarrHTTPServer:
     def _write_body(self, h: _Handler, body: bytes, bandwidth: float | None, entry: dict[str, Any]) -> None:
         if bandwidth is None:
             h.wfile.write(body)
-            entry["bytes"] = len(body)
+            entry['bytes'] = len(body)
             self._add_bytes(len(body))
             return
         piece = max(256, int(bandwidth / 50))  # ~20 ms per piece
@@ -550,20 +570,26 @@ class ZarrHTTPServer:
                 return
             h.wfile.write(chunk)
             sent += len(chunk)
-            entry["bytes"] = sent
+            entry['bytes'] = sent
             self._add_bytes(len(chunk))
 
-    def _send_simple(self, h: _Handler, status: int, entry: dict[str, Any], head: bool,
-                     headers: dict[str, str] | None = None) -> None:
-        body = f"{status} {h.responses.get(status, ('',))[0]}\n".encode()
+    def _send_simple(
+        self,
+        h: _Handler,
+        status: int,
+        entry: dict[str, Any],
+        head: bool,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        body = f'{status} {h.responses.get(status, ("",))[0]}\n'.encode()
         h.send_response(status)
-        entry["status"] = status
-        h.send_header("Content-Type", "text/plain")
-        h.send_header("Content-Length", str(len(body)))
+        entry['status'] = status
+        h.send_header('Content-Type', 'text/plain')
+        h.send_header('Content-Length', str(len(body)))
         for key, value in (headers or {}).items():
             h.send_header(key, value)
         h.end_headers()
         if not head:
             h.wfile.write(body)
-            entry["bytes"] = len(body)
+            entry['bytes'] = len(body)
             self._add_bytes(len(body))

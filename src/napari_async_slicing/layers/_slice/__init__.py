@@ -123,12 +123,16 @@ def slice_kind(request: Any) -> tuple:
     """What a measured slicing time of a layer holds for: the data it reads (by identity), the
     dims order and ndisplay. A new ``layer.data`` or a new order / ndisplay is measured anew."""
     slice_input = getattr(request, 'slice_input', None)
-    data = tuple(
-        id(value)
-        for f in dataclasses.fields(request)
-        if isinstance(value := getattr(request, f.name), np.ndarray)
-        and value.size > 1024  # not small per-request arrays (corner pixels, slice keys)
-    ) if dataclasses.is_dataclass(request) else ()
+    data = (
+        tuple(
+            id(value)
+            for f in dataclasses.fields(request)
+            if isinstance(value := getattr(request, f.name), np.ndarray)
+            and value.size > 1024  # not small per-request arrays (corner pixels, slice keys)
+        )
+        if dataclasses.is_dataclass(request)
+        else ()
+    )
     return (getattr(slice_input, 'ndisplay', None), tuple(getattr(slice_input, 'order', ())), data)
 
 
@@ -150,11 +154,7 @@ def same_request(a: Any, b: Any) -> bool:
         return a.same_as(b)
     if type(a) is not type(b) or not dataclasses.is_dataclass(a):
         return False
-    return all(
-        _same(getattr(a, f.name), getattr(b, f.name))
-        for f in dataclasses.fields(a)
-        if f.name != 'id'
-    )
+    return all(_same(getattr(a, f.name), getattr(b, f.name)) for f in dataclasses.fields(a) if f.name != 'id')
 
 
 def _same(x: Any, y: Any) -> bool:

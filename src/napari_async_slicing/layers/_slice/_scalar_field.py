@@ -55,9 +55,7 @@ _DATA_FIELDS = ('data_at_data_level', 'data_at_thumbnail_level')
 
 
 def handles(request: Any) -> bool:
-    return dataclasses.is_dataclass(request) and all(
-        hasattr(request, name) for name in _DATA_FIELDS
-    )
+    return dataclasses.is_dataclass(request) and all(hasattr(request, name) for name in _DATA_FIELDS)
 
 
 def _lazy(data: Any) -> Any:
@@ -204,9 +202,7 @@ def display_settings(layer: Any) -> DisplaySettings | None:
         'multiscale': key[4],
     }
     if key[0] == 'labels':
-        return DisplaySettings(
-            kind='labels', contour=key[5], colormap=layer.colormap, **common
-        )
+        return DisplaySettings(kind='labels', contour=key[5], colormap=layer.colormap, **common)
     rgb, coercion, auto, should_calc, source = key[5:10]
     needs_ranges = auto or should_calc
     if needs_ranges and source != 'slice':
@@ -314,7 +310,7 @@ def _publish_preview(progress: Progress, request: Any, coarse_response: Callable
         preview = _as_preview(request, coarse_response())
         if current_token().cancelled:
             return
-    except Exception:  # noqa: BLE001 - no preview
+    except Exception:
         logger.debug('preview failed', exc_info=True)
         return
     progress.publish(preview)
@@ -442,9 +438,7 @@ def shown_slice(response: Any, settings: DisplaySettings, *, preview: bool = Fal
         slice_range = calc_data_range(raw, rgb=rgb, dtype=dtype)
         if settings.auto_contrast:
             first = raw[-1] if settings.multiscale else raw
-            first_range = (
-                slice_range if first is raw else calc_data_range(first, rgb=rgb, dtype=dtype)
-            )
+            first_range = slice_range if first is raw else calc_data_range(first, rgb=rgb, dtype=dtype)
     values = {name: getattr(response, name) for name in _field_names(type(response))}
     values.update(
         image=compat.scalar_field_view(raw, view),
@@ -524,9 +518,7 @@ def _set_shown(layer: Any, response: Any) -> None:
     (no cast or copy here). Neither napari's full-size thumbnail source nor the raw response is
     kept."""
     prepare_texture(response.image.view, response.texture)
-    compat.set_slice_without_conversion(
-        layer, dataclasses.replace(response, texture=None, source=None)
-    )
+    compat.set_slice_without_conversion(layer, dataclasses.replace(response, texture=None, source=None))
 
 
 def _apply_contrast(layer: Any, response: Any) -> None:

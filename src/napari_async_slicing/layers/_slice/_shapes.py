@@ -75,12 +75,8 @@ class ShapesSnapshot:
                 self._derived.update(
                     slice_keys=np.array([s.slice_key for s in shapes]) if n else np.empty((0, 2, 0)),
                     triangles_used=np.fromiter((s.triangles_count for s in shapes), np.int64, n),
-                    vertices_used=np.fromiter(
-                        (s.data_displayed.shape[0] for s in shapes), np.int64, n
-                    ),
-                    bounding_boxes=np.array([compat.shape_bounding_box(s) for s in shapes])
-                    if n
-                    else None,
+                    vertices_used=np.fromiter((s.data_displayed.shape[0] for s in shapes), np.int64, n),
+                    bounding_boxes=np.array([compat.shape_bounding_box(s) for s in shapes]) if n else None,
                     edge_only=np.array([_is_edge_only(s) for s in shapes], dtype=bool),
                 )
             return self._derived
@@ -307,9 +303,7 @@ def displayed_view(snapshot: ShapesSnapshot, slice_key: np.ndarray) -> dict[str,
         ),
         'displayed_triangles_colors': a['triangles_colors'][triangles],
         'displayed_vertices': displayed_vertices,
-        'displayed_vertices_to_shape_num': _owner_map(
-            displayed_vertices.shape[0], a['vertices_index'], disp
-        ),
+        'displayed_vertices_to_shape_num': _owner_map(displayed_vertices.shape[0], a['vertices_index'], disp),
         'displayed_index': a['vertices_index'][disp],
     }
 
@@ -347,11 +341,7 @@ def apply(layer: Any, response: ShapesSliceResponse) -> None:
     """Main thread: store the precomputed view (assignments), thumbnail and notify vispy."""
     compat.set_slice_input(layer, response.slice_input, response.units)
     cached = _snapshots.get(layer)
-    if (
-        cached is None
-        or cached[1] is not response.snapshot
-        or cached[0] is not compat.shape_list(layer)
-    ):
+    if cached is None or cached[1] is not response.snapshot or cached[0] is not compat.shape_list(layer):
         # The shapes changed after this was computed: napari's own update for this slice.
         compat.sync_set_view_slice(layer)
         layer.events.set_data()

@@ -118,9 +118,7 @@ class TracksSliceRequest:
             coords = np.clip(coords, 0, np.subtract(self.thumbnail_shape[:2], 1))
             colors = self.track_colors[indices]
             times = self.track_vertices[indices, 0]
-            alpha = (self.head_length + self.current_time - times) / (
-                self.tail_length + self.head_length
-            )
+            alpha = (self.head_length + self.current_time - times) / (self.tail_length + self.head_length)
             alpha[times > self.current_time] = 1.0
             colors[:, -1] = np.clip(1.0 - alpha, 0.0, 1.0)
             colormapped[coords[:, 1], coords[:, 0]] = colors
