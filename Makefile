@@ -1,6 +1,7 @@
 # Two commands for a fresh Debian machine (see README):
 #   make demo   - set everything up, then run the demo (headless under Xvfb when there is no display)
-#   make test   - set everything up, then run the whole test suite twice: Python 3.11 + PyQt5 (.venv),
+#   make test   - set everything up, lint and type-check src/ (ruff, mypy), then run the whole test
+#                 suite twice: Python 3.11 + PyQt5 (.venv),
 #                 then the newest Python 3.12/3.13 found, zarr 3.x and numpy, under PyQt6 (.venv-pyqt6)
 PYTHON ?= python3
 VENV   ?= .venv
@@ -39,6 +40,7 @@ test: test1 test2
 
 test1: setup
 	$(VENV)/bin/python scripts/versions.py
+	bash scripts/lint.sh
 	bash scripts/run-tests.sh
 
 test2: setup2

@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from napari_async_slicing import _napari_compat as compat
-from napari_async_slicing.layers._slice import _scalar_field
+from napari_async_slicing.layers._slice import _display, _scalar_field
 
 from .conftest import vispy_data
 
@@ -214,7 +214,7 @@ def test_changes_after_submit_do_not_reach_the_in_flight_request(viewer):
     assert request.display == before
     response = request()
     assert response.display_key == before.key
-    assert response.display_key != _scalar_field.display_key(layer)
+    assert response.display_key != _display.display_key(layer)
     # The response was computed from the data of its submit, not the replaced data.
     step = int(np.round(request.data_slice.point[0]))
     np.testing.assert_array_equal(response.image.raw, volume[step])
@@ -295,7 +295,7 @@ def test_multiscale_thumbnail_comes_from_the_thumbnail_level(viewer, ndisplay):
     source = levels[level][5] if ndisplay == 2 else levels[level].max(axis=0)
     from scipy import ndimage as ndi
 
-    zoom = _scalar_field.thumbnail_zoom(source.shape, thumb_shape)
+    zoom = _display.thumbnail_zoom(source.shape, thumb_shape)
     expected = ndi.zoom(source, zoom, prefilter=False, order=0)
     np.testing.assert_array_equal(small.reshape(expected.shape), expected)
     ours = shown(viewer, layer)

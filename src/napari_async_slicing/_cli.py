@@ -97,7 +97,9 @@ def open_demo(url: str) -> tuple[Any, Any, Any]:
     layer = viewer.add_image(data, **kwargs)
     readout = LatencyWidget(viewer)
     viewer.window.add_dock_widget(readout, name='slicing latency', area='bottom')
-    screen = QGuiApplication.primaryScreen().availableGeometry()
+    primary = QGuiApplication.primaryScreen()
+    assert primary is not None  # the demo runs on a display (Xvfb when headless)
+    screen = primary.availableGeometry()
     viewer.window.resize(
         min(DEMO_MAX_SIZE[0], int(screen.width() * DEMO_SCREEN_SHARE)),
         min(DEMO_MAX_SIZE[1], int(screen.height() * DEMO_SCREEN_SHARE)),
@@ -128,7 +130,7 @@ def _demo(args: argparse.Namespace) -> int:
     report: dict[str, Any] = {'latency_s': args.latency, 'size': args.size}
     nz = viewer.dims.nsteps[0]
     steps = [min(nz - 1, s) for s in range(0, nz, max(1, nz // 25))][:25]
-    state = {'i': 0, 'gaps': [], 'last': time.perf_counter()}
+    state: dict[str, Any] = {'i': 0, 'gaps': [], 'last': time.perf_counter()}
 
     def heartbeat() -> None:
         now = time.perf_counter()

@@ -69,7 +69,7 @@ def open_image(path_or_url: str, *, store: str = 'obstore') -> tuple[Any, dict[s
     name = path_or_url.rstrip('/').rsplit('/', 1)[-1]
     if isinstance(node, zarr.Array):
         return node, {'name': name}
-    attrs = dict(node.attrs)
+    attrs: dict[str, Any] = dict(node.attrs)
     ome = attrs.get('ome', attrs)
     multiscales = ome.get('multiscales')
     if not multiscales:

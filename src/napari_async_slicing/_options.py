@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -58,9 +59,10 @@ class SlicingOptions:
             object.__setattr__(self, 'dask_client', default_client())
 
     @classmethod
-    def from_env(cls, environ: dict[str, str] | None = None, **overrides: Any) -> SlicingOptions:
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> SlicingOptions:
         """Defaults, then environment variables, then explicit keywords."""
-        environ = os.environ if environ is None else environ
+        if environ is None:
+            environ = os.environ
         values: dict[str, Any] = {}
         for f in dataclasses.fields(cls):
             raw = environ.get(f'NAPARI_ASYNC_SLICING_{f.name.upper()}')

@@ -86,7 +86,7 @@ def _look_up(array: Any) -> tuple[Any, tuple[float, ...]] | None:
     from napari_async_slicing._reading import current_token, run_sync
 
     opening, name = _parent_group(array)
-    if opening is None:
+    if opening is None or name is None:
         return None
     return run_sync(_look_up_async(array, opening, name), current_token())
 
@@ -103,7 +103,10 @@ async def _look_up_async(array: Any, opening: dict, name: str) -> tuple[Any, tup
     paths = [str(d['path']) for d in multiscales[0].get('datasets', [])]
     if name not in paths or paths.index(name) == len(paths) - 1:
         return None  # not a level of this pyramid, or already the coarsest
-    coarse = zarr.Array(await group.getitem(paths[-1]))
+    level = await group.getitem(paths[-1])
+    if not isinstance(level, zarr.AsyncArray):
+        return None
+    coarse = zarr.Array(level)
     if coarse.ndim != array.ndim:
         return None
     factors = tuple(a / c for a, c in zip(array.shape, coarse.shape, strict=True))

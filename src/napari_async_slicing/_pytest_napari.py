@@ -60,8 +60,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
     # pytest may import napari's test file under another name (e.g. plain ``test_layer_slicer``),
     # so patch the module each collected test actually belongs to.
-    for module in {getattr(item, 'module', None) for item in items} - {None}:
-        if getattr(module, '_LayerSlicer', None) is _LayerSlicer:
+    modules = {getattr(item, 'module', None) for item in items}
+    for module in modules:
+        if module is not None and getattr(module, '_LayerSlicer', None) is _LayerSlicer:
             module._LayerSlicer = AsyncLayerSlicer
     for item in items:
         reason = SKIPPED.get(item.originalname if hasattr(item, 'originalname') else item.name)

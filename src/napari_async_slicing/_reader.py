@@ -62,7 +62,7 @@ def _labels(path: str) -> list[LayerData]:
     base = path.rstrip('/')
     try:
         group = zarr.open_group(store=open_store(f'{base}/labels'), mode='r')
-        attrs = dict(group.attrs)
+        attrs: dict[str, Any] = dict(group.attrs)
     except (FileNotFoundError, KeyError, ValueError):
         return []
     names = attrs.get('ome', attrs).get('labels') or []

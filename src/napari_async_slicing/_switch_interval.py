@@ -44,8 +44,9 @@ def _set_locked() -> None:
     """With ``_lock`` held: the shortest claim (never longer than before), or, with none left,
     the interval from before the first claim."""
     global _original
+    before = sys.getswitchinterval() if _original is None else _original
     if _claims:
-        sys.setswitchinterval(min(*_claims.values(), _original))
+        sys.setswitchinterval(min(*_claims.values(), before))
     else:
-        sys.setswitchinterval(_original)
+        sys.setswitchinterval(before)
         _original = None

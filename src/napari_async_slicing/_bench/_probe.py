@@ -33,7 +33,7 @@ def run_for(seconds: float) -> None:
     loop.exec_()
 
 
-def run_until(predicate: Callable[[], bool], timeout: float, poll_ms: int = 2) -> bool:
+def run_until(predicate: Callable[..., Any], timeout: float, poll_ms: int = 2) -> bool:
     """Run the Qt event loop until ``predicate()`` is true or ``timeout`` seconds pass."""
     from qtpy.QtCore import QEventLoop, QTimer
 
@@ -245,7 +245,9 @@ class PaintMeter:
                 return True
 
         self._filter = _Filter()
-        self._app = QApplication.instance()
+        app = QApplication.instance()
+        assert app is not None
+        self._app = app
         self._app.installEventFilter(self._filter)
 
     def stop(self) -> None:
@@ -306,13 +308,13 @@ class PlaneWatch:
         self,
         viewer: Any,
         layer: Any,
-        identify: Callable[[Any], int | None],
+        identify: Callable[[Any], Any],
         heartbeat: Heartbeat | None = None,
     ) -> None:
         self.viewer = viewer
         self.layer = layer
         self.identify = identify
-        self.records: list[tuple[float, int | None]] = []
+        self.records: list[tuple[float, Any]] = []
         self._last_id: int | None = None
         self._last_obj: Any = None
         layer.events.set_data.connect(self._on_set_data, position='last')
@@ -340,7 +342,7 @@ class PlaneWatch:
         self.records.append((t, plane))
 
     @property
-    def current(self) -> int | None:
+    def current(self) -> Any:
         return self.records[-1][1] if self.records else None
 
     def first_time_at_or_after(self, plane: Any, t0: float, order: list[int] | None = None) -> float | None:
@@ -353,7 +355,7 @@ class PlaneWatch:
                 return t
         return None
 
-    def first_time_matching(self, match: Callable[[Any], bool], t0: float) -> float | None:
+    def first_time_matching(self, match: Callable[..., Any], t0: float) -> float | None:
         """First time after ``t0`` vispy held something ``match(identified)`` accepts."""
         for t, p in self.records:
             if t >= t0 and match(p):
@@ -441,7 +443,7 @@ class StallSampler(threading.Thread):
                 self._end_stall(last)
                 continue
             frames = sys._current_frames()
-            frame = frames.get(self.main_id)
+            frame = frames.get(self.main_id) if self.main_id is not None else None
             if frame is None:
                 continue
             names = []

@@ -252,6 +252,7 @@ def plot(results: dict[str, Any], agg: dict[str, Any], path: Path) -> None:
     )
     for ax, mode in zip(axes[:, 0], with_tl, strict=False):
         tl = timelines[mode]
+        assert tl is not None
         steps = tl['steps']
         xs = [s[0] for s in steps] + [xmax]
         ys = [s[1] for s in steps] + [steps[-1][1]]

@@ -112,7 +112,7 @@ def run_one_mode(
                 records.append(json.loads(line))
             except ValueError:
                 pass
-    facts = next((r.get('facts', {}) for r in records if r.get('kind') == 'start'), {})
+    facts: dict[str, Any] = next((r.get('facts', {}) for r in records if r.get('kind') == 'start'), {})
     profile = next((r for r in records if r.get('kind') == 'stall_profile'), None)
     results = [r for r in records if r.get('kind') == 'result']
     if status != 'ok' and not any(r.get('kind') == 'end' for r in records):
@@ -166,7 +166,7 @@ def _tail(path: Path, lines: int = 15) -> str:
 
 
 def _count_chunk_requests(log: list[dict[str, Any]], window: list[float]) -> int:
-    from napari_async_slicing.testing._server import is_metadata_path
+    from napari_async_slicing.testing._responses import is_metadata_path
 
     t0, t1 = window
     return sum(1 for e in log if t0 <= e['start'] <= t1 and not is_metadata_path(e['path']))

@@ -103,7 +103,7 @@ def _viewer(ctx: Context) -> Iterator[Any]:
 def _remote_layer(viewer: Any, spec: BenchSpec, scenario: str) -> Any:
     from napari_async_slicing.testing import open_remote_array
 
-    array = open_remote_array(spec.volume_url, store=spec.store)
+    array = open_remote_array(spec.volume_url, store=spec.store)  # type: ignore[arg-type]
     return viewer.add_image(array, name=f'{scenario} remote', contrast_limits=(0, 65535))
 
 
@@ -750,7 +750,7 @@ def scenario_s7(ctx: Context) -> tuple[dict[str, float], dict[str, Any]]:
             floor_ms = (now() - t) * 1000
             run_until_quiet(ctx.heartbeat)
             viewer.layers.remove(floor_layer)
-        array = open_remote_array(spec.volume_url, store=spec.store)  # metadata, before timing
+        array = open_remote_array(spec.volume_url, store=spec.store)  # type: ignore[arg-type]  # metadata, before timing
         run_until_quiet(ctx.heartbeat)
         _arm(ctx)
         t0 = now()

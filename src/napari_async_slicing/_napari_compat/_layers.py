@@ -135,7 +135,7 @@ def layer_axis(layer: Layer, world_axis: int, ndim_world: int) -> int | None:
 def dims_signature(dims: Any, with_step: bool = False) -> tuple:
     """What a slice of ``dims`` depends on: everything but the step (``with_step``: and the
     step and point too)."""
-    signature = (
+    signature: tuple = (
         dims.ndim,
         dims.ndisplay,
         tuple(dims.order),

@@ -37,8 +37,8 @@ class MainThreadCaller(QObject):
         else:
             QCoreApplication.postEvent(self, _CallEvent(fn), _HIGH_PRIORITY)
 
-    def event(self, event: QEvent) -> bool:
-        if event.type() == _CALL:
+    def event(self, event: QEvent | None) -> bool:
+        if isinstance(event, _CallEvent):
             event.fn()
             return True
         return super().event(event)

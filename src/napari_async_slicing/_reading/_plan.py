@@ -49,7 +49,7 @@ class ChunkPlan:
                 if r.step <= 0:
                     raise ValueError('negative steps are read directly')
                 self.out_shape.append(len(r))
-                ops = []
+                ops: list[tuple[int, slice | None, slice | int]] = []
                 if len(r):
                     for ci in range(grid.index(r[0]), grid.index(r[-1]) + 1):
                         c0, c1 = grid.span(ci)

@@ -142,10 +142,9 @@ class ReadQueue:
             for entry in entries:
                 if entry.future.cancelled():
                     raise SliceCancelled
-                if not entry.future.done():
-                    continue
-                if entry.future.exception() is not None:
-                    raise entry.future.exception()
+                error = entry.future.exception() if entry.future.done() else None
+                if error is not None:
+                    raise error
             for entry in entries:
                 out[entry.read.chunk] = entry.future.result()
             return out
@@ -299,7 +298,8 @@ class ReadQueue:
             return False
         victim = max(background, key=lambda e: e.rank)
         victim.requeue = True
-        victim.task.cancel()
+        if victim.task is not None:
+            victim.task.cancel()
         self._running.discard(victim)  # its slot is free now; ``_run`` requeues it
         return True
 

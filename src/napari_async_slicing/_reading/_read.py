@@ -79,8 +79,8 @@ def _send(array: Any, selection: tuple) -> _Pending:
         context.observe(array, selection, array is context.coarse_array)
     tier = Tier.VISIBLE if context.tier is None else context.tier
     if plan is None:
-        coro = queue.read_whole(source, selection, context.token)
-        return _Pending(start_on_loop(coro), None, {}, source.dtype)
+        whole = queue.read_whole(source, selection, context.token)
+        return _Pending(start_on_loop(whole), None, {}, source.dtype)
     found, missing = _look_up(cache, source, plan, context)
     if not missing:
         future: concurrent.futures.Future = concurrent.futures.Future()

@@ -215,7 +215,7 @@ def zarr_under_dask(array: Any) -> Any:
             return None
         (other,) = (layer for name, layer in layers.items() if name != array.name)
         values = list(other.values()) if len(other) == 1 else []
-        source = values[0] if values else None
+        source: Any = values[0] if values else None
         if not is_zarr_array(source) or source.shape != array.shape or source.dtype != array.dtype:
             return None
         import dask.array as da

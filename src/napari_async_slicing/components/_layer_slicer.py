@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 import weakref
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -29,12 +28,8 @@ from napari_async_slicing._options import SlicingOptions
 from napari_async_slicing._reading import (
     Env,
     Progress,
-    ReadContext,
-    ReadCounters,
     ReadQueue,
-    SliceCancelled,
     batched,
-    reading,
     result_of,
     start_on_loop,
 )
@@ -42,10 +37,11 @@ from napari_async_slicing.components import _registry
 from napari_async_slicing.components._applier import Applier
 from napari_async_slicing.components._hooks import LayerHooks
 from napari_async_slicing.components._motion import Motion
-from napari_async_slicing.components._prefetch import Prefetcher, StepInfo
+from napari_async_slicing.components._prefetch import Prefetcher, step_info
 from napari_async_slicing.components._scheduler import Scheduler
 from napari_async_slicing.components._stats import Recorder
-from napari_async_slicing.components._task import Finished, SliceTask, plane_of
+from napari_async_slicing.components._task import Finished, SliceTask, merged, plane_of
+from napari_async_slicing.components._worker import run_request
 from napari_async_slicing.layers import _slice
 
 logger = logging.getLogger(__name__)
@@ -220,7 +216,7 @@ class AsyncLayerSlicer:
 
     def knows(self, layer: Any) -> bool:
         """Whether the slicer has sliced ``layer`` (and not forgotten it)."""
-        return self._scheduler.has_lane(layer)
+        return layer in self._scheduler.layers()
 
     def pools(self) -> tuple[ThreadPoolExecutor, ...]:
         """Every thread pool of the slicer (its threads are gone once ``shutdown`` returns)."""
@@ -228,7 +224,10 @@ class AsyncLayerSlicer:
 
     def stats(self) -> list[dict]:
         """Per-layer latency (last, p50, p95 in ms), requests in flight and outcome counts."""
-        return self._recorder.rows(self._scheduler.layers(), self._scheduler.in_flight_by_layer())
+        in_flight: dict[Any, int] = {}
+        for task in self._scheduler.in_flight():
+            in_flight[task.layer] = in_flight.get(task.layer, 0) + 1
+        return self._recorder.rows(self._scheduler.layers(), in_flight)
 
     @property
     def prefetch_counts(self) -> dict:
@@ -272,61 +271,17 @@ class AsyncLayerSlicer:
         motion = self._motion.get(layer)
         if motion is None:
             motion = self._motion[layer] = Motion()
-        move = motion.step(task.step)
-        direction = motion.direction
-        if direction is None:
-            axis = compat.default_scrub_axis(dims)
-            direction = None if axis is None else (axis, 1)
-        info = StepInfo(
-            plane=task.plane,
-            nsteps=compat.dims_nsteps(dims),
-            axis_offset=dims.ndim - layer.ndim,
-            move=move,
-            direction=direction,
-            heavy=task.heavy,
-        )
-        self._prefetcher.stepped(id(layer), info)
+        self._prefetcher.stepped(id(layer), step_info(layer, dims, task, motion))
 
     def _execute(self, task: SliceTask) -> Finished:
-        """Run ``task``'s request with its read context bound (a worker, or inline)."""
-        started = time.perf_counter()
-        counters = ReadCounters()
-        layer_key = id(task.layer)
-        on_worker = threading.current_thread() is not self._main_thread
-
-        def observe(array: Any, selection: tuple, coarse: bool) -> None:
-            self._prefetcher.observed(layer_key, task.request_id, task.plane, array, selection, coarse)
-
+        """Run ``task``'s request (a worker, or inline) with its read context bound."""
         progress = None
-        if on_worker and self._applier.call_on_main is not None:
+        if threading.current_thread() is not self._main_thread and self._applier.call_on_main is not None:
             progress = Progress(
                 lambda response: self._deliver(Finished(task, response, preview=True)),
                 self._scheduler.submit_beside,
             )
-        context = ReadContext(
-            token=task.token, queue=self.queue, counters=counters, observe=observe, progress=progress
-        )
-        response = error = None
-        try:
-            task.token.raise_if_cancelled()
-            with reading(context):
-                response = task.request()
-            task.token.raise_if_cancelled()
-        except SliceCancelled as exc:
-            error = exc
-        except Exception as exc:
-            error = exc
-            # The traceback: here (off the main thread, formatted only if debug is on).
-            logger.debug('slice of request %s failed', task.request_id, exc_info=exc)
-        return Finished(
-            task,
-            None if error else response,
-            error,
-            started,
-            time.perf_counter(),
-            counters.hits,
-            counters.misses,
-        )
+        return run_request(task, self.queue, self._prefetcher.observer(task), progress)
 
     def _deliver(self, finished: Finished) -> None:
         self._applier.deliver(finished)
@@ -347,7 +302,7 @@ class AsyncLayerSlicer:
     def _track(self, tasks: list[SliceTask]) -> Future:
         """The future ``submit`` returns: one task's own, or one that merges several."""
         key = tuple(t.layer_ref for t in tasks)
-        future = tasks[0].future if len(tasks) == 1 else _merged([t.future for t in tasks])
+        future = tasks[0].future if len(tasks) == 1 else merged([t.future for t in tasks])
         with self._lock:
             self._layers_to_task[key] = future
 
@@ -358,35 +313,6 @@ class AsyncLayerSlicer:
 
         future.add_done_callback(forget)
         return future
-
-
-def _merged(futures: list[Future]) -> Future:
-    """A future of every layer's response (the first real failure, if any)."""
-    merged: Future = Future()
-    merged.set_running_or_notify_cancel()
-    remaining = [len(futures)]
-    lock = threading.Lock()
-
-    def one_done(_: Future) -> None:
-        with lock:
-            remaining[0] -= 1
-            if remaining[0]:
-                return
-        result: dict = {}
-        for future in futures:
-            if future.cancelled():
-                continue
-            error = future.exception()
-            if error is not None and not isinstance(error, SliceCancelled):
-                merged.set_exception(error)
-                return
-            if error is None:
-                result.update(future.result())
-        merged.set_result(result)
-
-    for future in futures:
-        future.add_done_callback(one_done)
-    return merged
 
 
 async def _close(queue: ReadQueue) -> None:

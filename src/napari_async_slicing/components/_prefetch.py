@@ -20,13 +20,15 @@ the user asks for, and stops when it is no longer what they will ask for next.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from napari_async_slicing import _napari_compat as compat
 from napari_async_slicing._reading import ChunkRead, ReadQueue, Tier, call_on_loop, source_for
-from napari_async_slicing.components._motion import Move
+from napari_async_slicing.components._motion import Motion, Move
 
 logger = logging.getLogger(__name__)
 
@@ -75,7 +77,8 @@ class Prefetcher:
         self.queue = queue
         self.radius = radius
         #: Only with a cache: what is read ahead must be kept until it is asked for.
-        self.enabled = queue.cache is not None
+        self.cache: Any = queue.cache
+        self.enabled = self.cache is not None
         self._layers: dict[int, _Layer] = {}  # IO loop only
 
     # --- told by the slicer (any thread) -----------------------------------------------------
@@ -87,6 +90,15 @@ class Prefetcher:
         if self.enabled:
             call_on_loop(lambda: self._observed(key, request_id, plane, array, selection, coarse))
 
+    def observer(self, task: Any) -> Callable[[Any, tuple, bool], None]:
+        """What tells the prefetcher of ``task``'s reads (a worker calls it)."""
+        key = id(task.layer)
+
+        def observe(array: Any, selection: tuple, coarse: bool) -> None:
+            self.observed(key, task.request_id, task.plane, array, selection, coarse)
+
+        return observe
+
     def stepped(self, key: int, info: StepInfo) -> None:
         """Layer ``key`` was asked for a new plane (main thread, at submit)."""
         if self.enabled:
@@ -95,7 +107,7 @@ class Prefetcher:
     def rested(self, keys: list[int]) -> None:
         """These layers show their newest plane and nothing visible is in flight (main thread)."""
         if self.enabled and self.radius and keys:
-            call_on_loop(lambda: [self._rested(key) for key in keys])
+            call_on_loop(lambda: self._rested_all(keys))
 
     def forget(self, key: int) -> None:
         """The layer left the viewer: nothing more is read for it."""
@@ -123,20 +135,16 @@ class Prefetcher:
         if before is None or plane[1:] != layer.plane[1:]:
             return
         moved = [a for a in _not_displayed(plane) if layer.plane[0][a] != plane[0][a]]
-        changed = [
-            d
-            for d, (x, y) in enumerate(zip(before.selection, selection, strict=False))
-            if _start(x) is not None and _start(y) is not None and _start(x) != _start(y)
-        ]
+        starts = [(_start(x), _start(y)) for x, y in zip(before.selection, selection, strict=False)]
+        changed = [(d, x, y) for d, (x, y) in enumerate(starts) if x is not None and y is not None and x != y]
         if len(moved) == 1 and len(changed) == 1:
-            a, d = moved[0], changed[0]
-            ratio = (_start(selection[d]) - _start(before.selection[d])) / (plane[0][a] - layer.plane[0][a])
-            layer.axes[(id(array), a)] = (d, ratio)
+            a, (d, x, y) = moved[0], changed[0]
+            layer.axes[(id(array), a)] = (d, (y - x) / (plane[0][a] - layer.plane[0][a]))
 
     def _stepped(self, key: int, info: StepInfo) -> None:
         layer = self._layers.setdefault(key, _Layer())
         layer.info = info
-        wants: list[tuple[ChunkRead, int, float]] = []
+        wants: list[tuple[ChunkRead, Tier, float]] = []
         if not info.heavy and layer.reads and layer.plane[1:] == info.plane[1:]:
             # The plane asked for now: its reads go out before its request reaches a worker.
             for read in self._moved(layer, info.plane[0]):
@@ -150,18 +158,22 @@ class Prefetcher:
                         wants.extend((r, Tier.PREFETCH, 0) for r in self._chunk_reads(read))
         self.queue.want(key, wants)
 
+    def _rested_all(self, keys: list[int]) -> None:
+        for key in keys:
+            self._rested(key)
+
     def _rested(self, key: int) -> None:
         layer = self._layers.get(key)
-        info = layer.info if layer is not None else None
-        if info is None or info.heavy or not layer.reads or layer.plane[1:] != info.plane[1:]:
+        if layer is None or layer.info is None:
             return
-        if info.direction is None:
+        info = layer.info
+        if info.heavy or not layer.reads or layer.plane[1:] != info.plane[1:] or info.direction is None:
             return
         axis, sign = info.direction
         step = layer.plane[0]
         if axis >= len(step):
             return
-        wants: list[tuple[ChunkRead, int, float]] = []
+        wants: list[tuple[ChunkRead, Tier, float]] = []
         offsets = [sign * k for k in range(1, self.radius + 1)]
         offsets += [-offset for offset in offsets]
         for rank, offset in enumerate(offsets):
@@ -183,7 +195,7 @@ class Prefetcher:
         learned = layer.axes.get((id(read.array), world_axis))
         if learned is not None:
             return learned
-        d = world_axis - layer.info.axis_offset
+        d = world_axis - (layer.info.axis_offset if layer.info is not None else 0)
         if 0 <= d < len(read.selection) and _start(read.selection[d]) is not None:
             return d, 1.0  # napari's default: the layer's axis for the world's, one index a step
         return None
@@ -211,11 +223,10 @@ class Prefetcher:
                 out.append(_Read(read.array, tuple(selection), read.coarse))
         return out
 
-    def _coarse_window(self, layer: _Layer, axis: int) -> list[tuple[ChunkRead, int, float]]:
+    def _coarse_window(self, layer: _Layer, axis: int) -> list[tuple[ChunkRead, Tier, float]]:
         """The coarsest level's planes around the shown one along world ``axis``, nearest first."""
-        cache = self.queue.cache
-        budget = min(cache.max_bytes // 8, COARSE_WINDOW_BYTES)
-        wants = []
+        budget = min(self.cache.max_bytes // 8, COARSE_WINDOW_BYTES)
+        wants: list[tuple[ChunkRead, Tier, float]] = []
         for read in layer.reads.values():
             mapped = self._axis(layer, read, axis) if read.coarse else None
             if mapped is None:
@@ -239,17 +250,33 @@ class Prefetcher:
         return wants
 
     def _chunk_reads(self, read: _Read) -> list[ChunkRead]:
-        cache = self.queue.cache
         try:
             source = source_for(read.array, self.queue.env)
-            plan = source.plan(read.selection, cache.max_bytes // 4)
+            plan = source.plan(read.selection, self.cache.max_bytes // 4)
         except Exception:
             logger.debug('prefetch plan failed', exc_info=True)
             return []
         if plan is None:
             return []
-        key = source.cache_key(cache)
+        key = source.cache_key(self.cache)
         return [ChunkRead((key, c), source, c, plan.region(c)) for c in plan.chunks]
+
+
+def step_info(layer: Any, dims: Any, task: Any, motion: Motion) -> StepInfo:
+    """Main thread: what the prefetcher needs to know of ``task``, a step of ``layer``."""
+    move = motion.step(task.step)
+    direction = motion.direction
+    if direction is None:  # no motion yet: the innermost slider, forwards
+        axis = compat.default_scrub_axis(dims)
+        direction = None if axis is None else (axis, 1)
+    return StepInfo(
+        plane=task.plane,
+        nsteps=compat.dims_nsteps(dims),
+        axis_offset=dims.ndim - layer.ndim,
+        move=move,
+        direction=direction,
+        heavy=task.heavy,
+    )
 
 
 def _not_displayed(plane: tuple) -> list[int]:

@@ -90,9 +90,6 @@ class Scheduler:
             lane = self._lanes[layer] = Lane()
         return lane
 
-    def has_lane(self, layer: Any) -> bool:
-        return layer in self._lanes
-
     def layers(self) -> list[Any]:
         return list(self._lanes.keys())
 
@@ -109,21 +106,15 @@ class Scheduler:
         with self._lock:
             return list(self._in_flight)
 
-    def in_flight_by_layer(self) -> dict[Any, int]:
-        counts: dict[Any, int] = {}
-        for task in self.in_flight():
-            counts[task.layer] = counts.get(task.layer, 0) + 1
-        return counts
-
     # --- scheduling (main thread) --------------------------------------------------------------
 
     def coalesced(self, layer: Any, key: Any) -> SliceTask | None:
         """The task already answering a request for ``key`` (napari submits every step twice:
         ``dims.events.point``, then ``current_step``), if it is neither stopped nor failed."""
         lane = self._lanes.get(layer)
-        last = lane.last if lane is not None else None
-        if last is None or last[0] != key:
+        if lane is None or lane.last is None or lane.last[0] != key:
             return None
+        last = lane.last
         task = last[1]
         if task.token.cancelled or task.epoch != lane.epoch:
             return None
@@ -290,7 +281,7 @@ class Scheduler:
         compat.set_newest_slice_id(task.layer, task.request_id)  # no loading flicker
         task.future.set_running_or_notify_cancel()
         finished = self._execute(task)
-        self._measured(lane, finished)
+        self._ended(lane, task, finished)
         self._done(finished)
         self._apply_now(finished)
 
@@ -300,21 +291,22 @@ class Scheduler:
         """Worker thread: run one request, then hand the result to the main thread."""
         lane = self._lanes.get(task.layer) if task.layer is not None else None
         if not task.future.set_running_or_notify_cancel():
-            self._ended(lane, task)
+            self._ended(lane, task, None)
             return
         if lane is not None:
             with self._lock:
                 lane.started[task] = time.perf_counter()
         finished = self._execute(task)
-        self._ended(lane, task)
-        if lane is not None:
-            self._measured(lane, finished)
+        self._ended(lane, task, finished)
         self._deliver(finished)  # before the future completes, so ``wait`` sees it applied
         with self._lock:
             self._in_flight.discard(task)
         self._done(finished)
 
-    def _ended(self, lane: Lane | None, task: SliceTask) -> None:
+    def _ended(self, lane: Lane | None, task: SliceTask, finished: Finished | None) -> None:
+        """``task`` ran (``finished``) or never started: it is no longer the layer's running
+        request, and its compute time goes into the layer's estimate."""
+        took = finished.compute_s if finished is not None and finished.error is None else None
         with self._lock:
             if lane is None:
                 return
@@ -323,13 +315,9 @@ class Scheduler:
                 lane.current = None
             if lane.finishing is task:
                 lane.finishing = None
-
-    def _measured(self, lane: Lane, finished: Finished) -> None:
-        took = finished.compute_s
-        if finished.error is not None or took is None:
-            return
-        kind = _slice.slice_kind(finished.task.request)
-        with self._lock:
+            if took is None:
+                return
+            kind = _slice.slice_kind(task.request)
             if lane.compute_s is None or lane.compute_kind != kind:
                 lane.compute_s, lane.compute_kind = took, kind
             else:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 import weakref
 from concurrent.futures import Future
@@ -94,3 +95,32 @@ class Dropped(SliceCancelled):
 def dropped(task: SliceTask) -> Finished:
     """A task replaced before it started."""
     return Finished(task, error=Dropped())
+
+
+def merged(futures: list[Future]) -> Future:
+    """A future of every layer's response (the first real failure, if any)."""
+    merged: Future = Future()
+    merged.set_running_or_notify_cancel()
+    remaining = [len(futures)]
+    lock = threading.Lock()
+
+    def one_done(_: Future) -> None:
+        with lock:
+            remaining[0] -= 1
+            if remaining[0]:
+                return
+        result: dict = {}
+        for future in futures:
+            if future.cancelled():
+                continue
+            error = future.exception()
+            if error is not None and not isinstance(error, SliceCancelled):
+                merged.set_exception(error)
+                return
+            if error is None:
+                result.update(future.result())
+        merged.set_result(result)
+
+    for future in futures:
+        future.add_done_callback(one_done)
+    return merged

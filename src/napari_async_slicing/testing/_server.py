@@ -5,7 +5,6 @@ from __future__ import annotations
 import collections
 import contextlib
 import dataclasses
-import email.utils
 import random
 import socket
 import socketserver
@@ -17,10 +16,11 @@ from types import TracebackType
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit
 
+from napari_async_slicing.testing._responses import is_metadata_path, respond
+
 __all__ = ['ZarrHTTPServer']
 
 FAILURE_MODES: tuple[str, ...] = ('500', 'stall', 'corrupt')
-METADATA_NAMES = frozenset({'zarr.json', '.zarray', '.zattrs', '.zgroup', '.zmetadata'})
 LOG_MAXLEN = 100_000
 _ALLOWED_HOSTS = ('127.0.0.1', 'localhost')
 _IDLE_TIMEOUT = 30.0  # seconds an idle keep-alive connection is kept open
@@ -51,6 +51,11 @@ class _Config:
 _SETTINGS = tuple(f.name for f in dataclasses.fields(_Config))
 
 
+def _counter(name: str, doc: str) -> property:
+    """A read-only counter of the server."""
+    return property(lambda self: getattr(self, name), doc=doc)
+
+
 def _setting(name: str) -> property:
     """A property reading the current config and writing through ``configure``."""
 
@@ -61,48 +66,6 @@ def _setting(name: str) -> property:
         self.configure(**{name: value})
 
     return property(fget, fset, doc=f'Current ``{name}`` setting (thread-safe).')
-
-
-def is_metadata_path(relpath: str) -> bool:
-    """True if ``relpath`` names a zarr metadata document."""
-    return relpath.rsplit('/', 1)[-1] in METADATA_NAMES
-
-
-class _Unsatisfiable(Exception):
-    pass
-
-
-def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
-    """Parse a single ``bytes=`` range into inclusive ``(first, last)``.
-
-    Returns ``None`` to serve the whole file (no, malformed or multi-part
-    range) and raises ``_Unsatisfiable`` if the range lies outside the file.
-    """
-    if not header:
-        return None
-    unit, _, spec = header.strip().partition('=')
-    if unit.strip().lower() != 'bytes' or ',' in spec:
-        return None
-    first_s, sep, last_s = spec.strip().partition('-')
-    if not sep:
-        return None
-    try:
-        if first_s == '':
-            suffix = int(last_s)
-            if suffix < 0:
-                return None
-            if suffix == 0 or size == 0:
-                raise _Unsatisfiable
-            return max(0, size - suffix), size - 1
-        first = int(first_s)
-        last = int(last_s) if last_s else max(first, size - 1)
-    except ValueError:
-        return None
-    if first < 0 or last < first:
-        return None
-    if first >= size:
-        raise _Unsatisfiable
-    return first, min(last, size - 1)
 
 
 class _HTTPServer(ThreadingHTTPServer):
@@ -251,34 +214,17 @@ class ZarrHTTPServer:
         with self._idle:
             return self._idle.wait_for(lambda: self._in_flight == 0, timeout)
 
-    @property
-    def requests(self) -> int:
-        """Requests received (counted before responding, like ``chunk_requests``
-        and ``failures_injected``)."""
-        return self._requests
-
-    @property
-    def chunk_requests(self) -> int:
-        """Requests for paths other than metadata documents and directories."""
-        return self._chunk_requests
-
-    @property
-    def bytes_sent(self) -> int:
-        """Response body bytes written (see :meth:`wait_idle`)."""
-        return self._bytes_sent
-
-    @property
-    def failures_injected(self) -> int:
-        return self._failures_injected
-
-    @property
-    def in_flight(self) -> int:
-        """Requests currently being served (including their latency)."""
-        return self._in_flight
-
-    @property
-    def max_in_flight(self) -> int:
-        return self._max_in_flight
+    requests = _counter(
+        '_requests',
+        'Requests received (counted before responding, like chunk_requests and failures_injected).',
+    )
+    chunk_requests = _counter(
+        '_chunk_requests', 'Requests for paths other than metadata documents and directories.'
+    )
+    bytes_sent = _counter('_bytes_sent', 'Response body bytes written (see wait_idle).')
+    failures_injected = _counter('_failures_injected', 'Chunk requests answered with an injected failure.')
+    in_flight = _counter('_in_flight', 'Requests currently being served (including their latency).')
+    max_in_flight = _counter('_max_in_flight', 'The most requests served at once.')
 
     @property
     def log(self) -> list[dict[str, Any]]:
@@ -454,19 +400,6 @@ class ZarrHTTPServer:
         with self._lock:
             self._bytes_sent += n
 
-    def _resolve(self, relpath: str) -> Path | None:
-        """Map a URL path to a regular file under ``root``, or ``None``."""
-        parts = [p for p in relpath.split('/') if p not in ('', '.')]
-        if any(p == '..' or '\\' in p or '\x00' in p for p in parts):
-            return None
-        try:
-            candidate = self.root.joinpath(*parts).resolve()
-        except (OSError, RuntimeError):
-            return None
-        if not candidate.is_relative_to(self.root) or not candidate.is_file():
-            return None
-        return candidate
-
     def _serve(self, h: _Handler, *, head: bool) -> None:
         relpath = unquote(urlsplit(h.path).path).lstrip('/')
         # Chunk requests: anything but metadata documents and directories (listing probes).
@@ -483,7 +416,7 @@ class ZarrHTTPServer:
             'bytes': 0,
         }
         try:
-            self._respond(h, head, number, cfg, delay, fail, relpath, entry)
+            respond(self, h, head, number, cfg, delay, fail, relpath, entry)
         except OSError:  # client went away or stop() shut the socket down
             h.close_connection = True
         finally:
@@ -491,105 +424,3 @@ class ZarrHTTPServer:
                 h.close_connection = True
             entry['end'] = time.perf_counter()
             self._finish(entry)
-
-    def _respond(
-        self,
-        h: _Handler,
-        head: bool,
-        number: int,
-        cfg: _Config,
-        delay: float,
-        fail: str | None,
-        relpath: str,
-        entry: dict[str, Any],
-    ) -> None:
-        if number > self.max_requests:
-            self._send_simple(h, 503, entry, head)
-            return
-        if delay > 0 and self._stopping.wait(delay):
-            h.close_connection = True
-            return
-        if fail == 'stall':
-            self._stopping.wait(cfg.stall_seconds)
-            h.close_connection = True
-            return
-        if fail == '500':
-            self._send_simple(h, 500, entry, head)
-            return
-        path = self._resolve(relpath)
-        if path is None:
-            self._send_simple(h, 404, entry, head)
-            return
-        stat = path.stat()
-        size = stat.st_size
-        try:
-            byte_range = parse_range(entry['range'], size)
-        except _Unsatisfiable:
-            self._send_simple(h, 416, entry, head, {'Content-Range': f'bytes */{size}'})
-            return
-        first, last = byte_range if byte_range is not None else (0, size - 1)
-        length = last - first + 1
-        h.send_response(206 if byte_range is not None else 200)
-        entry['status'] = 206 if byte_range is not None else 200
-        json_like = is_metadata_path(relpath)
-        h.send_header('Content-Type', 'application/json' if json_like else 'application/octet-stream')
-        h.send_header('Content-Length', str(length))
-        h.send_header('Accept-Ranges', 'bytes')
-        h.send_header('Last-Modified', email.utils.formatdate(stat.st_mtime, usegmt=True))
-        h.send_header('ETag', f'"{stat.st_mtime_ns:x}-{size:x}"')
-        if byte_range is not None:
-            h.send_header('Content-Range', f'bytes {first}-{last}/{size}')
-        h.end_headers()
-        if head or length == 0:
-            return
-        if fail == 'corrupt':
-            with self._lock:
-                body = self._rng.randbytes(length)
-        else:
-            with path.open('rb') as f:
-                f.seek(first)
-                body = f.read(length)
-        self._write_body(h, body, cfg.bandwidth, entry)
-
-    def _write_body(self, h: _Handler, body: bytes, bandwidth: float | None, entry: dict[str, Any]) -> None:
-        if bandwidth is None:
-            h.wfile.write(body)
-            entry['bytes'] = len(body)
-            self._add_bytes(len(body))
-            return
-        piece = max(256, int(bandwidth / 50))  # ~20 ms per piece
-        t0 = time.perf_counter()
-        sent = 0
-        view = memoryview(body)
-        while sent < len(body):
-            chunk = view[sent : sent + piece]
-            # Each piece leaves once the time its bytes take at `bandwidth` has passed.
-            wait = t0 + (sent + len(chunk)) / bandwidth - time.perf_counter()
-            if wait > 0 and self._stopping.wait(wait):
-                h.close_connection = True
-                return
-            h.wfile.write(chunk)
-            sent += len(chunk)
-            entry['bytes'] = sent
-            self._add_bytes(len(chunk))
-
-    def _send_simple(
-        self,
-        h: _Handler,
-        status: int,
-        entry: dict[str, Any],
-        head: bool,
-        headers: dict[str, str] | None = None,
-    ) -> None:
-        body = f'{status} {h.responses.get(status, ("",))[0]}\n'.encode()
-        h.send_response(status)
-        entry['status'] = status
-        h.send_header('Content-Type', 'text/plain')
-        h.send_header('Content-Length', str(len(body)))
-        for key, value in (headers or {}).items():
-            h.send_header(key, value)
-        h.end_headers()
-        if not head:
-            h.wfile.write(body)
-            entry['bytes'] = len(body)
-            self._add_bytes(len(body))

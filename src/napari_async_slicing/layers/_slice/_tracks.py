@@ -103,7 +103,12 @@ class TracksSliceRequest:
         colormapped = np.zeros(self.thumbnail_shape)
         colormapped[..., 3] = 1
         view_data = self._view_data()
-        if view_data is not None and self.track_colors is not None and len(self.data):
+        if (
+            view_data is not None
+            and self.track_colors is not None
+            and self.data is not None
+            and len(self.data)
+        ):
             extrema = np.vstack([np.min(self.data, axis=0), np.max(self.data, axis=0)])[:, 1:]
             shown = list(self.slice_input.displayed)
             min_vals = [extrema[0, i] for i in shown]
@@ -116,8 +121,8 @@ class TracksSliceRequest:
             points = view_data[indices]
             coords = np.floor((points[:, :2] - min_vals[1:] + 0.5) * zoom_factor).astype(int)
             coords = np.clip(coords, 0, np.subtract(self.thumbnail_shape[:2], 1))
-            colors = self.track_colors[indices]
-            times = self.track_vertices[indices, 0]
+            colors = np.asarray(self.track_colors)[indices]
+            times = np.asarray(self.track_vertices)[indices, 0]
             alpha = (self.head_length + self.current_time - times) / (self.tail_length + self.head_length)
             alpha[times > self.current_time] = 1.0
             colors[:, -1] = np.clip(1.0 - alpha, 0.0, 1.0)
