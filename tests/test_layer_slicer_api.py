@@ -231,3 +231,50 @@ def test_responses_that_finish_while_the_main_thread_is_busy_show_only_the_newes
     assert layer.applied == [(2, (2.0, 0.0, 0.0))]
     assert layer.loaded
     assert slicer.stats()[0]['stale'] == 1 and slicer.stats()[0]['applied'] == 1
+
+
+class FrameClock:
+    """A main thread that is busy until told otherwise, and shows frames when told to."""
+
+    def __init__(self) -> None:
+        self.posted: list = []
+        self.frames = 0
+        self.waiting: list = []
+
+    def __call__(self, fn) -> None:
+        self.posted.append(fn)
+
+    def frame(self) -> int:
+        return self.frames
+
+    def after_frame(self, fn) -> None:
+        self.waiting.append(fn)
+
+    def run_posted(self) -> None:
+        posted, self.posted = self.posted, []
+        for fn in posted:
+            fn()
+
+    def show_frame(self) -> None:
+        self.frames += 1
+        waiting, self.waiting = self.waiting, []
+        for fn in waiting:
+            fn()
+
+
+def test_a_layer_is_shown_at_most_once_per_frame_newest_wins(slicer):
+    """Planes that finish within one displayed frame: the first is shown, later ones wait for the
+    next frame, and only the newest of them is shown then (no upload nobody sees)."""
+    main = FrameClock()
+    slicer.attach_main_thread(main)
+    layer = TimedLayer()
+    layer.seconds = 0.03  # slow enough to go to a worker, not inline
+    for z in (1, 2, 3):
+        assert slicer.submit(layers=[layer], dims=dims_at(z)).result(timeout=5)
+        main.run_posted()
+    assert [r[1][0] for r in layer.applied] == [1.0]  # 2 and 3 came within frame 0
+    main.show_frame()
+    main.run_posted()
+    assert [r[1][0] for r in layer.applied] == [1.0, 3.0]
+    assert layer.loaded
+    assert slicer.stats()[0]['stale'] == 1  # plane 2: never uploaded

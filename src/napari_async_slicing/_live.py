@@ -108,7 +108,7 @@ def connect_slicer(viewer: Any, slicer: Any, qt_viewer: Any | None) -> None:
     from napari_async_slicing._qt._main_thread import MainThreadCaller
 
     compat.disconnect_napari_apply(slicer, qt_viewer)
-    slicer.attach_main_thread(MainThreadCaller())
+    slicer.attach_main_thread(MainThreadCaller(compat.canvas_widget_of_qt_viewer(qt_viewer)))
     _loading_cue.watch(viewer)
 
 

@@ -49,14 +49,20 @@ def update_slice_response(layer: Layer, response: Any) -> None:
     layer._slicing_state._update_slice_response(response)
 
 
-def refresh_after_apply(layer: Layer) -> None:
-    """What napari's ``QtViewer._on_slice_ready`` does after updating the slice state."""
+def refresh_after_apply(layer: Layer, thumbnail: bool = True) -> None:
+    """What napari's ``QtViewer._on_slice_ready`` does after updating the slice state (the
+    thumbnail only if ``thumbnail``)."""
     events = getattr(layer, 'events', None)
     if events is not None and hasattr(events, 'set_data'):
         events.set_data()
     refresh = getattr(layer, '_refresh_sync', None)
     if refresh is not None:
-        refresh(data_displayed=False, thumbnail=True, highlight=True, extent=False)
+        refresh(data_displayed=False, thumbnail=thumbnail, highlight=True, extent=False)
+
+
+def update_thumbnail(layer: Layer) -> None:
+    """napari's thumbnail update from the layer's current slice."""
+    layer._update_thumbnail()
 
 
 def slice_dims_sync(layer: Layer, dims: Any, force: bool) -> None:

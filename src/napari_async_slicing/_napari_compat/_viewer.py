@@ -40,6 +40,11 @@ def main_window_of(viewer: Any) -> Any:
     return viewer.window._qt_window
 
 
+def canvas_widget_of_qt_viewer(qt_viewer: Any) -> Any:
+    """The Qt widget vispy draws a ``QtViewer``'s canvas in."""
+    return qt_viewer.canvas.native
+
+
 def canvas_widget_of(viewer: Any) -> Any:
     """The Qt widget vispy draws the viewer's canvas in."""
     return viewer.window._qt_viewer.canvas.native

@@ -1,15 +1,19 @@
-"""Run a callable on the Qt main thread (a tiny high-priority posted-event invoker)."""
+"""The slicer's way to the Qt main thread: posted calls, timers, and the frames a canvas shows."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Any
 
-from qtpy.QtCore import QCoreApplication, QEvent, QObject, Qt, QThread
+from qtpy.QtCore import QCoreApplication, QEvent, QObject, Qt, QThread, QTimer
 
 _CALL = QEvent.Type(QEvent.registerEventType())
 #: ``postEvent``'s priority as the int every binding takes (PyQt6 refuses its enum there).
-_HIGH_PRIORITY = int(getattr(Qt.EventPriority.HighEventPriority, 'value', Qt.EventPriority.HighEventPriority))
+_NORMAL_PRIORITY = int(
+    getattr(Qt.EventPriority.NormalEventPriority, 'value', Qt.EventPriority.NormalEventPriority)
+)
+#: If the canvas shows no frame this long (hidden, minimised), ``after_frame`` callbacks run anyway.
+FRAME_FALLBACK_S = 0.1
 
 
 class _CallEvent(QEvent):
@@ -19,23 +23,54 @@ class _CallEvent(QEvent):
 
 
 class MainThreadCaller(QObject):
-    """``caller(fn)`` runs ``fn()`` on the main thread: now if already there, else posted.
+    """``caller(fn)`` runs ``fn()`` on the main thread: now if already there, else posted (at
+    normal priority: input events and repaints are not held back by a stream of slices).
 
-    The event is posted at high priority so a ready slice is applied before pending repaints
-    and other queued work, not behind them.
+    With ``canvas`` (a ``QOpenGLWidget``) it also counts the frames the canvas shows
+    (``frame()``) and runs callables once the next one is shown (``after_frame``).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, canvas: Any = None) -> None:
         super().__init__()
         app = QCoreApplication.instance()
         if app is not None and self.thread() is not app.thread():
             self.moveToThread(app.thread())
+        self._frames = 0
+        self._after: list[Callable[[], Any]] = []
+        signal = getattr(canvas, 'frameSwapped', None)
+        if signal is not None:
+            signal.connect(self._frame_shown)
+        else:
+            self.frame = None  # type: ignore[method-assign,assignment]  # no frames to count
 
     def __call__(self, fn: Callable[[], Any]) -> None:
         if QThread.currentThread() is self.thread():
             fn()
         else:
-            QCoreApplication.postEvent(self, _CallEvent(fn), _HIGH_PRIORITY)
+            QCoreApplication.postEvent(self, _CallEvent(fn), _NORMAL_PRIORITY)
+
+    def frame(self) -> int:
+        """How many frames the canvas has shown."""
+        return self._frames
+
+    def after_frame(self, fn: Callable[[], Any]) -> None:
+        """Main thread: run ``fn`` once the canvas has shown its next frame."""
+        if not self._after:
+            QTimer.singleShot(int(FRAME_FALLBACK_S * 1000), self._run_after)
+        self._after.append(fn)
+
+    def call_later(self, seconds: float, fn: Callable[[], Any]) -> None:
+        """Main thread: run ``fn`` in ``seconds``."""
+        QTimer.singleShot(max(0, int(seconds * 1000)), fn)
+
+    def _frame_shown(self) -> None:
+        self._frames += 1
+        self._run_after()
+
+    def _run_after(self) -> None:
+        after, self._after = self._after, []
+        for fn in after:
+            fn()
 
     def event(self, event: QEvent | None) -> bool:
         if isinstance(event, _CallEvent):

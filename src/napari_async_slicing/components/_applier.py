@@ -4,7 +4,10 @@ Workers hand over what they finished (:meth:`Applier.deliver`); the main thread 
 posted call. A drain shows each layer's newest response only (one texture upload, not one per
 response that finished while the main thread was busy), and only if it is newer than what the
 layer shows and no synchronous slice happened since it was requested: never an older plane
-after a newer one. A preview (a coarse first look) is shown only while its request is the
+after a newer one. With a frame clock (a shown viewer), a layer is shown at most once per
+displayed frame: a newer response waits for the frame (and replaces any still waiting), so the
+main thread never uploads a plane nobody sees. Thumbnails follow at most ``THUMBNAIL_INTERVAL_S``
+apart while planes keep coming, and once more for the last plane. A preview (a coarse first look) is shown only while its request is the
 layer's newest and nothing of it is shown yet. A failed newest request leaves "loading" and
 becomes a rate-limited notification.
 """
@@ -26,6 +29,10 @@ from napari_async_slicing.components._task import Dropped, Finished, Outcome
 from napari_async_slicing.layers import _slice
 
 logger = logging.getLogger(__name__)
+
+#: While planes keep coming, a layer's thumbnail is updated at most this often (and once more,
+#: this long after the last update, for the plane shown then).
+THUMBNAIL_INTERVAL_S = 0.25
 
 
 class FailureNotifier:
@@ -92,9 +99,16 @@ class Applier:
         self._at_rest: list[Any] = []
         self._notifier = FailureNotifier()
         self._closed = False
+        #: The frame each layer was last shown in, and its thumbnail: when last updated, and the
+        #: response whose thumbnail is still to come.
+        self._shown_in_frame: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
+        self._thumbnail_at: weakref.WeakKeyDictionary[Any, float] = weakref.WeakKeyDictionary()
+        self._thumbnail_due: weakref.WeakKeyDictionary[Any, Finished] = weakref.WeakKeyDictionary()
         #: Runs a callable on the main thread (Qt: posted); None: no main thread to post to (a
         #: bare ``ViewerModel``), results are applied where they finish, as napari's slicer does.
-        self.call_on_main: Callable[[Callable[[], None]], None] | None = None
+        #: It may also tell the frame shown (``frame()``), run a callable once the next frame is
+        #: shown (``after_frame(fn)``) and later (``call_later(seconds, fn)``).
+        self.call_on_main: Any = None
 
     def deliver(self, finished: Finished) -> None:
         """Any thread: ``finished`` is to be shown (or recorded) on the main thread."""
@@ -110,8 +124,9 @@ class Applier:
         else:
             call(self.drain)
 
-    def drain(self) -> None:
-        """Main thread: show what finished (each layer's newest only)."""
+    def drain(self, paced: bool = True) -> None:
+        """Main thread: show what finished (each layer's newest only; with ``paced``, a layer
+        already shown in the current frame waits for the next one)."""
         with self._lock:
             self._drain_posted = False
             items = list(self._done)
@@ -121,16 +136,63 @@ class Applier:
             if not item.preview and item.error is None:
                 key = id(item.task.layer)
                 newest[key] = max(newest.get(key, 0), item.task.request_id)
+        waiting = []
         for item in items:
             newer = newest.get(id(item.task.layer), 0)
-            if item.preview:
-                if item.task.request_id > newer:
-                    self.apply(item)
+            skip = item.task.request_id < newer if not item.preview else item.task.request_id <= newer
+            if item.preview and skip:
                 continue
-            self.apply(item, skip=item.task.request_id < newer)
+            if not skip and paced and item.error is None and self._shown_this_frame(item):
+                waiting.append(item)  # its layer was shown in this frame already
+                continue
+            self.apply(item, skip=skip)
+        if waiting:
+            with self._lock:
+                self._done.extendleft(reversed(waiting))
+            self.call_on_main.after_frame(self._drain_soon)
         if self._at_rest and self._idle():
             layers, self._at_rest = self._at_rest, []
             self._rested(layers)
+
+    def _drain_soon(self) -> None:
+        with self._lock:
+            if self._drain_posted or not self._done:
+                return
+            self._drain_posted = True
+        self.call_on_main(self.drain)
+
+    def _shown_this_frame(self, item: Finished) -> bool:
+        frame = getattr(self.call_on_main, 'frame', None)
+        layer = item.task.layer
+        return frame is not None and layer is not None and self._shown_in_frame.get(layer) == frame()
+
+    def _show(self, layer: Any, item: Finished) -> None:
+        """Hand ``item``'s response to the layer (its thumbnail if due, else a little later)."""
+        frame = getattr(self.call_on_main, 'frame', None)
+        later = getattr(self.call_on_main, 'call_later', None)
+        now = time.monotonic()
+        wait = THUMBNAIL_INTERVAL_S - (now - self._thumbnail_at.get(layer, -float('inf')))
+        thumbnail = later is None or wait <= 0
+        _slice.apply(layer, item.response, thumbnail=thumbnail)
+        if frame is not None:
+            self._shown_in_frame[layer] = frame()
+        if thumbnail:
+            self._thumbnail_at[layer] = now
+            self._thumbnail_due.pop(layer, None)
+            return
+        assert later is not None
+        if layer not in self._thumbnail_due:
+            later(wait, lambda ref=weakref.ref(layer): self._late_thumbnail(ref))
+        self._thumbnail_due[layer] = item
+
+    def _late_thumbnail(self, layer_ref: weakref.ReferenceType) -> None:
+        layer = layer_ref()
+        item = self._thumbnail_due.pop(layer, None) if layer is not None else None
+        shown = self._shown.get(layer) if layer is not None else None
+        if item is None or shown is None or self._closed or shown.request_id != item.task.request_id:
+            return  # gone, or its thumbnail came with a newer plane
+        self._thumbnail_at[layer] = time.monotonic()
+        _slice.update_thumbnail(layer, item.response)
 
     def apply(self, item: Finished, skip: bool = False) -> None:
         """Show ``item`` (unless ``skip``: then only its outcome is recorded). If showing raises,
@@ -179,7 +241,7 @@ class Applier:
         ):
             outcome = Outcome.APPLIED
             shown.request_id, shown.preview, shown.plane = task.request_id, False, task.plane
-            _slice.apply(layer, item.response)
+            self._show(layer, item)
             compat.mark_loaded(layer, task.request_id)
             if not task.heavy and not _slice.in_memory(task.request) and layer not in self._at_rest:
                 self._at_rest.append(layer)
@@ -199,8 +261,8 @@ class Applier:
             # Superseded, its final is already shown, or the layer already shows this plane
             # (at a level at least as fine: another data level was asked for, e.g. by a zoom).
             return
-        _slice.apply(layer, item.response)
         shown.request_id, shown.preview, shown.plane = task.request_id, True, task.plane
+        self._show(layer, item)
         self._recorder.record(item, layer, Outcome.PREVIEW)
 
     def _apply_failed(self, item: Finished, error: BaseException) -> None:

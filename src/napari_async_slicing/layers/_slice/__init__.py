@@ -60,17 +60,27 @@ def prepare(request: Any, layer: Any = None) -> Any:
     return request
 
 
-def apply(layer: Any, response: Any) -> None:
-    """Main thread: show ``response`` on ``layer`` (what napari's ``QtViewer._on_slice_ready`` does)."""
+def apply(layer: Any, response: Any, thumbnail: bool = True) -> None:
+    """Main thread: show ``response`` on ``layer`` (what napari's ``QtViewer._on_slice_ready``
+    does); its thumbnail too unless ``thumbnail`` is False (then :func:`update_thumbnail` later)."""
     module = _module_for(layer)
     if module is not None:
-        module.apply(layer, response)
+        module.apply(layer, response, thumbnail)
         return
     if _scalar_field.handles_response(response):
-        _scalar_field.apply(layer, response)
+        _scalar_field.apply(layer, response, thumbnail)
         return
     compat.update_slice_response(layer, response)
-    compat.refresh_after_apply(layer)
+    compat.refresh_after_apply(layer, thumbnail)
+
+
+def update_thumbnail(layer: Any, response: Any) -> None:
+    """Main thread: the thumbnail of the slice ``response`` showed (applied without it)."""
+    module = _module_for(layer)
+    if module is not None:
+        module.update_thumbnail(layer, response)
+    else:
+        compat.update_thumbnail(layer)
 
 
 def in_memory(request: Any) -> bool:

@@ -241,10 +241,10 @@ def handles_response(response: Any) -> bool:
     return isinstance(response, shown_slice_class())
 
 
-def apply(layer: Any, response: Any) -> None:
+def apply(layer: Any, response: Any, thumbnail: bool = True) -> None:
     """Main thread: what napari's ``_on_slice_ready`` does, with the O(N) parts precomputed."""
     if response.preview:
-        _apply_preview(layer, response)
+        _apply_preview(layer, response, thumbnail)
         return
     # napari marks the layer loaded before anything else (Labels' thumbnail waits for it).
     compat.mark_loaded(layer, response.request_id)
@@ -255,10 +255,10 @@ def apply(layer: Any, response: Any) -> None:
         _set_shown(layer, response)
         if response.slice_range is not None:
             _apply_contrast(layer, response)
-    compat.refresh_after_apply(layer)
+    compat.refresh_after_apply(layer, thumbnail)
 
 
-def _apply_preview(layer: Any, response: Any) -> None:
+def _apply_preview(layer: Any, response: Any, thumbnail: bool) -> None:
     """A coarse first look: shown as computed, the layer stays loading until the final comes.
 
     Contrast limits are set only if the layer has none yet (from the coarse plane; the final
@@ -270,7 +270,7 @@ def _apply_preview(layer: Any, response: Any) -> None:
     _set_shown(layer, response)
     if response.slice_range is not None and compat.should_calc_clims(layer):
         _set_limits_from_slice(layer, response.slice_range)
-    compat.refresh_after_apply(layer)
+    compat.refresh_after_apply(layer, thumbnail)
 
 
 #: Texture-ready arrays made on a worker, by the id of the slice view napari's vispy layer casts.

@@ -337,7 +337,12 @@ def _thumbnail(request: ShapesSliceRequest, displayed: np.ndarray) -> np.ndarray
     return colors
 
 
-def apply(layer: Any, response: ShapesSliceResponse) -> None:
+def update_thumbnail(layer: Any, response: ShapesSliceResponse) -> None:
+    if response.thumbnail is not None:
+        layer.thumbnail = response.thumbnail
+
+
+def apply(layer: Any, response: ShapesSliceResponse, thumbnail: bool = True) -> None:
     """Main thread: store the precomputed view (assignments), thumbnail and notify vispy."""
     compat.set_slice_input(layer, response.slice_input, response.units)
     cached = _snapshots.get(layer)
@@ -351,8 +356,8 @@ def apply(layer: Any, response: ShapesSliceResponse) -> None:
     compat.set_shapes_displayed(layer, response.slice_key, response.shown)
     if view_changed:
         compat.shapes_view_changed(layer)
-    if response.thumbnail is not None:
-        layer.thumbnail = response.thumbnail
+    if thumbnail:
+        update_thumbnail(layer, response)
     vispy_layers = compat.vispy_shapes_layers(layer) if response.mesh is not None else []
     built_for = (compat.shapes_view_state(layer)[0], layer.ndim)
     if vispy_layers and response.mesh_key == built_for:

@@ -160,12 +160,17 @@ def make_request(layer: Any, dims: Any) -> TracksSliceRequest:
     )
 
 
-def apply(layer: Any, response: TracksSliceResponse) -> None:
+def update_thumbnail(layer: Any, response: TracksSliceResponse) -> None:
+    layer.thumbnail = response.thumbnail
+
+
+def apply(layer: Any, response: TracksSliceResponse, thumbnail: bool = True) -> None:
     """Main thread: store slice input and thumbnail; vispy reads the new current time."""
     compat.set_slice_input(layer, response.slice_input, response.units)
     displayed = response.slice_input.displayed
     if displayed != compat.tracks_displayed_dims(layer):
         # ndisplay/order changed: napari rebuilds the track buffers for the new displayed dims.
         compat.tracks_set_displayed_dims(layer, displayed)
-    layer.thumbnail = response.thumbnail
+    if thumbnail:
+        layer.thumbnail = response.thumbnail
     layer.events.set_data()
