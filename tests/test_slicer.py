@@ -358,13 +358,37 @@ def test_an_apply_that_raises_is_reported_and_other_layers_still_show(
     qtbot.waitUntil(lambda: broken.loaded and other.loaded, timeout=10000)
     apply = _slice.apply
 
-    def failing_apply(layer, response):
+    def failing_apply(layer, response, *args, **kwargs):
         if layer is broken:
             raise ValueError('cannot show this')
-        apply(layer, response)
+        apply(layer, response, *args, **kwargs)
 
     monkeypatch.setattr(_slice, 'apply', failing_apply)
     step_to(viewer, 9)
     qtbot.waitUntil(lambda: broken.loaded and other.loaded and bool(errors), timeout=10000)
     assert "layer 'broken'" in str(errors[0]) and 'cannot show this' in str(errors[0])
     assert which_plane(np.asarray(other._slice.image.raw)) == 9
+
+
+def test_thumbnails_follow_a_scrub_at_most_four_times_a_second_and_end_exact(viewer, server, remote_volume, qtbot):
+    """A drag's planes are shown as they come, but the layer list's thumbnail is redrawn at most
+    every 0.25 s while newer planes are on their way; the plane the drag settles on gets its own."""
+    layer = add_remote(viewer, remote_volume)
+    server.configure(latency=0.02)
+    times: list[float] = []
+    layer.events.thumbnail.connect(lambda event: times.append(time.monotonic()))
+    shown = record_shown(viewer, layer)
+    start = time.monotonic()
+    for z in range(1, SHAPE[0]):
+        step_to(viewer, z)
+        qtbot.wait(30)  # a drag: the next step comes while this one is read
+    qtbot.waitUntil(lambda: layer.loaded and shown_plane(viewer, layer) == SHAPE[0] - 1, timeout=5000)
+    scrub = [t for t in times if t >= start]
+    assert len(shown) > len(scrub) - 1, (len(shown), len(scrub))  # planes shown without a thumbnail each
+    gaps = np.diff(scrub)
+    assert gaps.size == 0 or gaps.min() >= 0.25 - 0.02, gaps
+    qtbot.waitUntil(lambda: time.monotonic() - times[-1] > 0.3, timeout=2000)  # the last one came
+    ours = np.array(layer.thumbnail)
+    with viewer._layer_slicer.force_sync():
+        layer.refresh()
+    np.testing.assert_array_equal(ours, layer.thumbnail)

@@ -254,6 +254,8 @@ class ReadQueue:
         """
         if self._letting_out is not None:
             return
+        if len(self._heap) > 2 * len(self._entries) + 64:
+            self._compact()
         started = None
         while self._heap:
             rank, _, entry = self._heap[0]
@@ -272,6 +274,16 @@ class ReadQueue:
             heapq.heappop(self._heap)
             self._start(entry)
             started = rank
+
+    def _compact(self) -> None:
+        """Drop heap items of entries started, done, re-ranked or given up (they would hold
+        their entries, and a done entry's data, until they reached the top)."""
+        self._heap = [
+            item
+            for item in self._heap
+            if item[2].task is None and not item[2].future.done() and item[2].rank == item[0]
+        ]
+        heapq.heapify(self._heap)
 
     async def _after_out(self) -> None:
         """Let the reads just started go out, then start the next ones."""

@@ -6,8 +6,9 @@ response that finished while the main thread was busy), and only if it is newer 
 layer shows and no synchronous slice happened since it was requested: never an older plane
 after a newer one. With a frame clock (a shown viewer), a layer is shown at most once per
 displayed frame: a newer response waits for the frame (and replaces any still waiting), so the
-main thread never uploads a plane nobody sees. Thumbnails follow at most ``THUMBNAIL_INTERVAL_S``
-apart while planes keep coming, and once more for the last plane. A preview (a coarse first look) is shown only while its request is the
+main thread never uploads a plane nobody sees. A layer's thumbnail is redrawn at most every
+``THUMBNAIL_INTERVAL_S``: a plane shown sooner gets its thumbnail that much later (if it is still
+shown then), or at once when someone waits for slicing to finish (``flush``). A preview (a coarse first look) is shown only while its request is the
 layer's newest and nothing of it is shown yet. A failed newest request leaves "loading" and
 becomes a rate-limited notification.
 """
@@ -184,6 +185,12 @@ class Applier:
         if layer not in self._thumbnail_due:
             later(wait, lambda ref=weakref.ref(layer): self._late_thumbnail(ref))
         self._thumbnail_due[layer] = item
+
+    def flush(self) -> None:
+        """Main thread: show everything that finished, and the thumbnails still to come."""
+        self.drain(paced=False)
+        for layer in list(self._thumbnail_due.keys()):
+            self._late_thumbnail(weakref.ref(layer))
 
     def _late_thumbnail(self, layer_ref: weakref.ReferenceType) -> None:
         layer = layer_ref()

@@ -145,7 +145,7 @@ class AsyncLayerSlicer:
                 if future.done():
                     del self._layers_to_task[key]
         if threading.current_thread() is self._main_thread:
-            self._applier.drain(paced=False)
+            self._applier.flush()
 
     def shutdown(self) -> None:
         """Cancel everything, stop every thread, and disconnect listeners."""

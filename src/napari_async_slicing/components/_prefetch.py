@@ -176,6 +176,10 @@ class Prefetcher:
         wants: list[tuple[ChunkRead, Tier, float]] = []
         offsets = [sign * k for k in range(1, self.radius + 1)]
         offsets += [-offset for offset in offsets]
+        move = info.move
+        if move is not None and move.steady:  # a steady scrub's next plane stays first
+            axis = move.axis
+            offsets = [move.stride] + [o for o in offsets if o != move.stride]
         for rank, offset in enumerate(offsets):
             moved = list(step)
             moved[axis] += offset
