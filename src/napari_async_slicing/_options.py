@@ -11,6 +11,9 @@ from typing import Any
 MiB = 1024 * 1024
 GiB = 1024 * MiB
 
+#: The values of ``SlicingOptions.read_engine``.
+READ_ENGINES = ('auto', 'tensorstore', 'zarr')
+
 
 @dataclass(frozen=True)
 class SlicingOptions:
@@ -35,6 +38,12 @@ class SlicingOptions:
     #: thread works, so reads finish sooner and more of a scrub's planes are shown, but each shown
     #: plane costs the main thread a repaint (see the design doc's A/B before turning it on).
     switch_interval: float = 0.0
+    #: What reads zarr arrays (and the zarr array under ``dask.array.from_zarr``): ``'zarr'``
+    #: (zarr-python), ``'tensorstore'`` (where it is installed and the store maps to a
+    #: tensorstore spec; anything else falls back to zarr-python), or ``'auto'``: whichever the
+    #: benchmarks say is faster (``_reading._tensorstore.AUTO_USES_TENSORSTORE``; zarr-python
+    #: for now).
+    read_engine: str = 'auto'
     #: A ``distributed.Client``: dask-backed layers compute their chunks on its cluster (R21).
     #: Keyword only (no environment variable); ``enable(dask_client='default')`` uses the
     #: current default client.
@@ -51,6 +60,10 @@ class SlicingOptions:
             raise ValueError('read_timeout must be >= 0')
         if not 0 <= self.switch_interval <= 0.1:
             raise ValueError(f'switch_interval must be within 0..0.1 s, got {self.switch_interval}')
+        if self.read_engine not in READ_ENGINES:
+            raise ValueError(
+                f'read_engine must be one of {", ".join(READ_ENGINES)}, got {self.read_engine!r}'
+            )
         if isinstance(self.dask_client, str):
             if self.dask_client != 'default':
                 raise ValueError("dask_client must be a distributed.Client or 'default'")
@@ -68,8 +81,8 @@ class SlicingOptions:
             raw = environ.get(f'NAPARI_ASYNC_SLICING_{f.name.upper()}')
             if raw is None or raw == '' or f.name == 'dask_client':
                 continue
-            if f.name == 'log':
-                values[f.name] = raw
+            if f.name in ('log', 'read_engine'):
+                values[f.name] = raw.strip() if f.name == 'read_engine' else raw
             elif f.name in ('screenshot_timeout', 'read_timeout', 'switch_interval'):
                 values[f.name] = float(raw)
             else:

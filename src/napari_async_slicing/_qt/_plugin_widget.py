@@ -3,7 +3,7 @@
 - "Use async slicing in this viewer" swaps the running viewer's slicer between napari's own and
   ours, live (see ``_live.swap_slicer``).
 - The options of ``SlicingOptions`` (cache budget, worker threads, heavy slots, prefetch radius,
-  latency log): "Apply" rebuilds the viewer's slicer with them; "Use as defaults for this
+  read engine, latency log): "Apply" rebuilds the viewer's slicer with them; "Use as defaults for this
   session" also makes them the defaults of ``enable()`` / ``enable_in()`` (environment variables
   of this process; nothing is written to disk).
 - "Open URL": a zarr / OME-Zarr path or URL opened with our reader.
@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from qtpy.QtWidgets import (
     QCheckBox,
+    QComboBox,
     QFileDialog,
     QFormLayout,
     QGroupBox,
@@ -29,7 +30,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from napari_async_slicing._options import GiB, MiB, SlicingOptions
+from napari_async_slicing._options import READ_ENGINES, GiB, MiB, SlicingOptions
 from napari_async_slicing._qt._latency_widget import LatencyWidget
 
 if TYPE_CHECKING:
@@ -40,6 +41,26 @@ def _spin(low: int, high: int, tip: str) -> QSpinBox:
     box = QSpinBox()
     box.setRange(low, high)
     box.setToolTip(tip)
+    return box
+
+
+def _engine_combo() -> QComboBox:
+    """``SlicingOptions.read_engine``: what each choice reads with here, in its label."""
+    from napari_async_slicing._reading._tensorstore import available, uses_tensorstore
+
+    labels = {
+        'auto': f'auto ({"tensorstore" if uses_tensorstore("auto") else "zarr-python"})',
+        'tensorstore': 'tensorstore' if available() else 'tensorstore (not installed: zarr-python)',
+        'zarr': 'zarr-python',
+    }
+    box = QComboBox()
+    for engine in READ_ENGINES:
+        box.addItem(labels[engine], engine)
+    box.setToolTip(
+        'What reads zarr arrays. tensorstore (pip install "napari-async-slicing[tensorstore]") '
+        'reads stores it can map (local, HTTP, S3, GCS); anything else is read by zarr-python. '
+        'auto: whichever the benchmarks found faster.'
+    )
     return box
 
 
@@ -65,6 +86,7 @@ class AsyncSlicingWidget(QWidget):
         self.workers = _spin(1, 64, 'Threads reading visible 2D planes (reads are I/O-bound)')
         self.heavy_slots = _spin(1, 16, 'Threads for 3D volumes and prefetch')
         self.prefetch_radius = _spin(0, 64, 'Neighbour planes prefetched in the scrub direction')
+        self.read_engine = _engine_combo()
         self.log_file = QLineEdit()
         self.log_file.setPlaceholderText('no latency log')
         self.log_file.setToolTip('JSON-lines latency log, one line per slice request')
@@ -88,6 +110,7 @@ class AsyncSlicingWidget(QWidget):
         form.addRow('Worker threads', self.workers)
         form.addRow('Heavy slots', self.heavy_slots)
         form.addRow('Prefetch radius', self.prefetch_radius)
+        form.addRow('Read engine', self.read_engine)
         form.addRow('Latency log', log_row)
         form.addRow(self.make_default)
         form.addRow(self.apply_button)
@@ -131,6 +154,7 @@ class AsyncSlicingWidget(QWidget):
             workers=self.workers.value(),
             heavy_slots=self.heavy_slots.value(),
             prefetch_radius=self.prefetch_radius.value(),
+            read_engine=self.read_engine.currentData(),
             log=self.log_file.text().strip() or None,
         )
 
@@ -139,6 +163,7 @@ class AsyncSlicingWidget(QWidget):
         self.workers.setValue(options.workers)
         self.heavy_slots.setValue(options.heavy_slots)
         self.prefetch_radius.setValue(options.prefetch_radius)
+        self.read_engine.setCurrentIndex(max(0, self.read_engine.findData(options.read_engine)))
         self.log_file.setText(options.log or '')
 
     # --- actions ---------------------------------------------------------------------------------

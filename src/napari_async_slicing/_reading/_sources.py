@@ -2,6 +2,8 @@
 
 - :class:`ZarrSource`: zarr v3 arrays, read through zarr's async API on the IO loop (cancelling
   the task closes the chunk's HTTP request). Also the zarr array under ``dask.array.from_zarr``.
+  Where the slicer reads with tensorstore (``Env.tensorstore``) and the array's store maps to a
+  tensorstore spec, its subclass ``_tensorstore.TensorstoreSource`` reads it instead.
 - :class:`DaskSource`: dask arrays, each block computed on the read queue's threads with a
   callback that stops issuing tasks once cancelled (or on a ``distributed`` cluster).
 - :class:`ArraySource`: any other array-like (a plugin's), indexed on the read queue's threads.
@@ -26,10 +28,12 @@ from napari_async_slicing._reading._token import CancelToken, SliceCancelled
 
 @dataclass(frozen=True)
 class Env:
-    """Where a source's blocking reads run: the read queue's threads, and a cluster if any."""
+    """Where a source's reads run: the read queue's threads (blocking reads), a cluster if any,
+    and the slicer's tensorstore engine if zarr arrays are read with it (``_tensorstore``)."""
 
     executor: concurrent.futures.Executor | None = None
     dask_client: Any = None
+    tensorstore: Any = None  # a TensorstoreEngine, or None: zarr-python reads zarr arrays
 
 
 async def _blocking(env: Env, token: CancelToken, fn: Callable[[], Any]) -> Any:
@@ -227,11 +231,21 @@ def zarr_under_dask(array: Any) -> Any:
     return source
 
 
+def _zarr_source(array: Any, env: Env) -> ChunkSource:
+    """tensorstore's source where the slicer reads with it and ``array``'s store maps, else
+    zarr-python's."""
+    if env.tensorstore is not None:
+        source = env.tensorstore.source(array)
+        if source is not None:
+            return source
+    return ZarrSource(array)
+
+
 def source_for(array: Any, env: Env) -> ChunkSource:
     """The chunk source that reads ``array`` (with a cluster bound, dask arrays stay dask's)."""
     if is_zarr_array(array):
-        return ZarrSource(array)
+        return _zarr_source(array, env)
     if is_dask_array(array):
         under = zarr_under_dask(array) if env.dask_client is None else None
-        return ZarrSource(under) if under is not None else DaskSource(array)
+        return _zarr_source(under, env) if under is not None else DaskSource(array)
     return ArraySource(array)

@@ -33,6 +33,7 @@ from napari_async_slicing._reading import (
     result_of,
     start_on_loop,
 )
+from napari_async_slicing._reading._tensorstore import engine_for
 from napari_async_slicing.components import _registry
 from napari_async_slicing.components._applier import Applier
 from napari_async_slicing.components._hooks import LayerHooks
@@ -67,8 +68,13 @@ class AsyncLayerSlicer:
         self.cache = ChunkCache(options.cache_bytes)
         #: Threads for reads that block (dask computes, plugin array-likes).
         self._readers = ThreadPoolExecutor(options.workers, thread_name_prefix='napari-async-slicing-read')
+        #: tensorstore's context if it reads zarr arrays (``options.read_engine``), else None;
+        #: closed at shutdown. Its own cache is off: ``self.cache`` holds every decoded chunk.
+        self._tensorstore = engine_for(options.read_engine, options.read_timeout or None)
         self.queue = ReadQueue(
-            self.cache, read_timeout=options.read_timeout, env=Env(self._readers, options.dask_client)
+            self.cache,
+            read_timeout=options.read_timeout,
+            env=Env(self._readers, options.dask_client, self._tensorstore),
         )
         self._recorder = Recorder(options.log)
         self._scheduler = Scheduler(
@@ -160,6 +166,8 @@ class AsyncLayerSlicer:
             logger.debug('closing the read queue', exc_info=True)
         self._readers.shutdown(wait=False, cancel_futures=True)
         self._readers.shutdown(wait=True)
+        if self._tensorstore is not None:
+            self._tensorstore.close()
         self.cache.clear()
         for layer, latest_id in layers:
             compat.mark_loaded(layer, latest_id)  # leave "loading" (a swap or close)
@@ -228,6 +236,12 @@ class AsyncLayerSlicer:
         for task in self._scheduler.in_flight():
             in_flight[task.layer] = in_flight.get(task.layer, 0) + 1
         return self._recorder.rows(self._scheduler.layers(), in_flight)
+
+    @property
+    def read_engine(self) -> str:
+        """What reads zarr arrays: ``'tensorstore'`` or ``'zarr'`` (``options.read_engine``
+        resolved; arrays tensorstore cannot read are read by zarr-python all the same)."""
+        return 'zarr' if self._tensorstore is None else 'tensorstore'
 
     @property
     def prefetch_counts(self) -> dict:
