@@ -46,6 +46,30 @@ def test_options_validate_and_read_environment(monkeypatch):
         napari_async_slicing.SlicingOptions.from_env(nonsense=1)
 
 
+def test_read_engine_option_validates_and_reads_environment(monkeypatch):
+    assert napari_async_slicing.SlicingOptions().read_engine == 'auto'
+    monkeypatch.setenv('NAPARI_ASYNC_SLICING_READ_ENGINE', 'zarr')
+    assert napari_async_slicing.SlicingOptions.from_env().read_engine == 'zarr'
+    assert napari_async_slicing.SlicingOptions.from_env(read_engine='tensorstore').read_engine == 'tensorstore'
+    monkeypatch.setenv('NAPARI_ASYNC_SLICING_READ_ENGINE', 'fast')
+    with pytest.raises(ValueError, match='read_engine'):
+        napari_async_slicing.SlicingOptions.from_env()
+    with pytest.raises(ValueError, match='read_engine'):
+        napari_async_slicing.SlicingOptions(read_engine='TensorStore')
+
+
+def test_auto_reads_with_zarr_python_until_the_bench_says_otherwise():
+    from napari_async_slicing._reading import _tensorstore
+
+    assert _tensorstore.AUTO_USES_TENSORSTORE is False
+    assert not _tensorstore.uses_tensorstore('auto') and not _tensorstore.uses_tensorstore('zarr')
+    slicer = AsyncLayerSlicer(napari_async_slicing.SlicingOptions(read_engine='auto'))
+    try:
+        assert slicer.read_engine == 'zarr' and slicer.queue.env.tensorstore is None
+    finally:
+        slicer.shutdown()
+
+
 def test_shown_viewer_gets_the_plane_dims_asks_for(viewer, qtbot):
     data = np.arange(5 * 16 * 16, dtype=np.float32).reshape(5, 16, 16)
     layer = viewer.add_image(data)

@@ -28,6 +28,7 @@ def hit_rate_text(row: dict) -> str:
     return 'n/a' if rate is None else f'{rate * 100:.0f}%'
 from napari_async_slicing._qt._plugin_widget import AsyncSlicingWidget
 from napari_async_slicing._reader import get_reader
+from napari_async_slicing._reading._tensorstore import available as tensorstore_available
 from napari_async_slicing.components._layer_slicer import AsyncLayerSlicer
 from napari_async_slicing.testing import ZarrHTTPServer, sample_data
 
@@ -234,11 +235,15 @@ def test_options_apply_live_and_persist_for_the_session(
     widget.workers.setValue(3)
     widget.heavy_slots.setValue(1)
     widget.prefetch_radius.setValue(0)
+    engine = 'tensorstore' if tensorstore_available() else 'zarr'
+    assert widget.read_engine.currentData() == 'auto'
+    widget.read_engine.setCurrentIndex(widget.read_engine.findData(engine))
     widget.log_file.setText(str(log))
     widget.apply()
     options = viewer._layer_slicer.options
     assert (options.cache_bytes, options.workers, options.heavy_slots) == (64 * MiB, 3, 1)
-    assert (options.prefetch_radius, options.log) == (0, str(log))
+    assert (options.prefetch_radius, options.log, options.read_engine) == (0, str(log), engine)
+    assert viewer._layer_slicer.read_engine == engine
     assert old.is_shut_down and not _live.slicer_threads_alive(old)
     assert default_options().workers != 3  # not made the default
 
@@ -252,6 +257,10 @@ def test_options_apply_live_and_persist_for_the_session(
     assert viewer._layer_slicer.options.workers == 2
     assert default_options().workers == 2  # enable() in force: its options changed
     assert SlicingOptions.from_env().workers == 2  # and the environment of this session
+    assert SlicingOptions.from_env().read_engine == engine
+    shown_again = AsyncSlicingWidget(viewer)
+    qtbot.addWidget(shown_again)
+    assert shown_again.read_engine.currentData() == engine
 
 
 def test_bad_log_path_is_a_notification_and_keeps_the_slicer(viewer, qtbot, tmp_path):

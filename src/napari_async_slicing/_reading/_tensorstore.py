@@ -16,7 +16,8 @@ request to its ``http_request_concurrency`` executor at once, and one queued the
 its future was cancelled). So tensorstore is given more HTTP slots (``HTTP_CONCURRENCY``) than the
 queue has reads in flight: it never queues, and a chunk the queue has not started is never
 requested. A request already on the wire when its read is cancelled runs to its end (or to curl's
-low-speed timeout); its result is dropped.
+low-speed timeout, see ``_bound_stalled_requests``); its result is dropped, and a new read of the
+same chunk meanwhile joins it rather than sending another.
 
 Retries: tensorstore makes one attempt per request (``*_request_retries.max_retries = 0``; in
 0.1.86 ``max_retries`` counts the retries after the first attempt) and the queue retries each
@@ -183,16 +184,21 @@ async def awaited(future: Any) -> Any:
 
 
 def _bound_stalled_requests(read_timeout: float | None) -> None:
-    """Make curl drop a connection that sends nothing for about ``read_timeout``.
+    """Make curl drop a connection that sends nothing for about half of ``read_timeout``.
 
     tensorstore's http kvstore sets no request timeout; curl gives up on a transfer slower than a
-    byte a second for ``TENSORSTORE_CURL_LOW_SPEED_TIME_SECONDS`` (default 120 s). It is read once
-    per process, when tensorstore's HTTP transport is first made: an engine made later, or a value
-    the user set, leaves it as it is. The queue's own deadline (``read_timeout``) ends the read in
-    any case; this bounds how long the abandoned request holds one of tensorstore's connections.
+    byte a second for ``TENSORSTORE_CURL_LOW_SPEED_TIME_SECONDS`` (default 120 s), and that is the
+    only end of a stalled request: cancelling its read leaves it on the wire. It matters beyond
+    the connection it holds: tensorstore joins a new read of a chunk to the request still on the
+    wire for it, so a retry (or a revisit) of a stalled chunk waits for that request to end; at
+    half the window, a stalled chunk gets a fresh request within it. The price: a server whose
+    first byte takes longer than that fails where zarr-python would wait up to ``read_timeout``.
+    Read once per process, when tensorstore's HTTP transport is first made: an engine made
+    later, or a value the user set, leaves it as it is.
     """
     if read_timeout is not None:
-        os.environ.setdefault('TENSORSTORE_CURL_LOW_SPEED_TIME_SECONDS', str(max(1, math.ceil(read_timeout))))
+        seconds = max(1, math.ceil(read_timeout / 2))
+        os.environ.setdefault('TENSORSTORE_CURL_LOW_SPEED_TIME_SECONDS', str(seconds))
 
 
 def context_spec() -> dict[str, Any]:
