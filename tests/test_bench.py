@@ -96,6 +96,8 @@ def test_bench_main_remote_scrub_tiny(tiny_bench):
         m = rec['metrics']
         assert m['paint_ms'] > 0 and m['max_gap_ex_paint_ms'] <= m['max_gap_ms'] + 0.5, m
         assert 0 < m['step_cpu_ms'] <= m['step_cpu_max_ms'] and m['main_cpu_per_step_ms'] > 0, m
+        # CPU per plane shown: the process's, and what is left outside the main thread and GL.
+        assert m['process_cpu_per_plane_ms'] > 0 and 0 <= m['reader_cpu_per_plane_ms'] < m['process_cpu_per_plane_ms'], m
     # napari's sync slicing shows every step it is asked for.
     expected = min(doc['spec']['steps'], doc['spec']['volume_shape'][0] - 1)
     assert doc['table']['S1']['planes_applied']['napari-sync'] == expected
@@ -166,6 +168,40 @@ def test_bench_main_open_tiny(tiny_bench):
     assert doc['table']['S7']['clims_fit']['napari-sync'] == 0
     assert doc['table']['S7']['clims_fit']['ours'] == 1
     assert doc['table']['S7']['other_planes_shown']['ours'] == 0
+
+
+def test_bench_ours_with_a_given_read_engine(tmp_path):
+    """``--read-engine tensorstore``: ours reads with it, and the report says so."""
+    pytest.importorskip('tensorstore')
+    out = tmp_path / 'bench'
+    argv = ['--quick', '--size', 'tiny', '--repeat', '1', '--latency', '0.05', '--modes', 'ours',
+            '--scenarios', 'S1', '--read-engine', 'tensorstore', '--out', str(out)]
+    assert bench_main(argv) == 0
+    doc = json.loads((out / 'bench.json').read_text())
+    assert doc['spec']['read_engine'] == 'tensorstore'
+    assert doc['modes']['ours']['facts']['reads_with'] == 'tensorstore'
+    (rec,) = _records(doc, 'ours', 'S1')
+    assert rec['status'] == 'ok' and rec['extra']['final_plane_correct'], rec
+    stats = rec['tensorstore']  # what the slicer's engine read: the layer's array, all by tensorstore
+    assert stats['opened'] == 1 and stats['tensorstore_chunks'] > 0 and stats['zarr_chunks'] == 0
+    assert 'Ours reads zarr arrays with tensorstore' in (out / 'bench.md').read_text()
+
+
+def test_ab_read_engines_table():
+    ab = _load_asv_module(REPO / 'scripts' / 'ab_read_engines.py')
+
+    def run(mode, value):
+        return {'mode': mode, 'load_before': [1.0], 'load_after': [2.0],
+                'results': [{'scenario': 'S1', 'status': 'ok', 'metrics': {'final_after_due_ms': v}}
+                            for v in value]}
+
+    doc = {'date': 'today', 'seconds': 60, 'runs': [run('ours-zarr', [100, 120, 140]),
+                                                    run('ours-tensorstore', [90, 90]),
+                                                    run('napari-async', [300])]}
+    md = ab.table(doc)
+    row = next(ln for ln in md.splitlines() if 'after the last step was due' in ln)
+    assert '| 120 [110-130] | 90.0 | 0.75 | 300 |' in row
+    assert 'reps: zarr 3, tensorstore 2, async 1' in md
 
 
 def test_bench_main_rejects_unknown_scenarios(tmp_path):

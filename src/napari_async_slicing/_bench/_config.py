@@ -52,6 +52,14 @@ _MAIN_THREAD: tuple[Metric, ...] = (
     Metric('paint_ms', 'reference: main-thread time spent painting', 'ms'),
 )
 
+#: A scrub's CPU per plane shown, from the start of the scrub until its final plane is shown
+#: (``_probe.CpuSplit``): the whole process, and outside the main thread and the software GL
+#: rasterizer's threads (reads: IO loop, decoding, workers; Linux only).
+_PROCESS_CPU: tuple[Metric, ...] = (
+    Metric('process_cpu_per_plane_ms', 'process CPU per plane shown', 'ms'),
+    Metric('reader_cpu_per_plane_ms', 'CPU outside the main thread and GL per plane shown', 'ms'),
+)
+
 #: Rows of the table, per scenario, in order.
 METRICS: dict[str, tuple[Metric, ...]] = {
     'S1': (
@@ -64,6 +72,7 @@ METRICS: dict[str, tuple[Metric, ...]] = {
         Metric('final_after_due_ms', 'final plane shown after the last step was due (lag + latency)', 'ms'),
         Metric('chunk_requests', 'HTTP chunk requests', ''),
         *_MAIN_THREAD,
+        *_PROCESS_CPU,
         Metric('idle_max_gap_ms', 'reference: max gap while idle before the scrub', 'ms'),
     ),
     'S2': (
@@ -119,6 +128,7 @@ METRICS: dict[str, tuple[Metric, ...]] = {
     'S8': (
         Metric('max_gap_ms', 'max main-thread gap', 'ms'),
         *_MAIN_THREAD[:-1],
+        *_PROCESS_CPU,
         Metric('planes_applied', 'planes shown (both scrubs)', '', False),
         Metric('chunk_requests', 'HTTP chunk requests (both scrubs)', ''),
         Metric('final_latency_ms_1', 'scrub 1: final plane after the last step', 'ms'),
@@ -172,6 +182,7 @@ class BenchSpec:
     fresh_viewer: bool = True  # False: one viewer per mode process, emptied between repetitions
     profile_gaps: bool = False
     latency_log: bool = False  # 'ours' only: write our slicer's latency log (stage breakdown)
+    read_engine: str = 'auto'  # 'ours' only: SlicingOptions.read_engine (auto, tensorstore, zarr)
     keep_timeline: bool = True
 
     def to_json(self) -> dict[str, Any]:

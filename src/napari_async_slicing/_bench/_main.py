@@ -48,6 +48,12 @@ def _parser(prog: str = 'napari-async-slicing bench') -> argparse.ArgumentParser
         help='how the viewer opens the remote zarr (default fsspec, as users usually do)',
     )
     p.add_argument(
+        '--read-engine',
+        choices=('auto', 'tensorstore', 'zarr'),
+        default='auto',
+        help="what reads zarr arrays in the 'ours' run (SlicingOptions.read_engine; default auto)",
+    )
+    p.add_argument(
         '--profile-gaps',
         action='store_true',
         help='sample the main-thread stack whenever its heartbeat is late by > 10 ms and '
@@ -95,6 +101,7 @@ def bench_main(argv: list[str] | None = None) -> int:
         latency=args.latency,
         steps=args.steps,
         store=args.store,
+        read_engine=args.read_engine,
         ome_size=args.ome_size,
         profile_gaps=args.profile_gaps,
         latency_log=args.latency_log,

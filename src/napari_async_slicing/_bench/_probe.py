@@ -204,6 +204,52 @@ class Heartbeat:
         return out
 
 
+#: Thread names of the software GL driver (Mesa's llvmpipe rasterizer and shader compiler).
+_GL_THREADS = ('llvmpipe', 'python:disk$', 'lp:')
+
+
+def _gl_threads_cpu() -> float | None:
+    """CPU seconds of the software GL driver's threads so far (Linux ``/proc``; else None)."""
+    tick = os.sysconf('SC_CLK_TCK') if hasattr(os, 'sysconf') else 100
+    total = 0
+    try:
+        tids = os.listdir('/proc/self/task')
+    except OSError:
+        return None
+    for tid in tids:
+        try:
+            with open(f'/proc/self/task/{tid}/stat') as f:
+                stat = f.read()
+        except OSError:  # the thread ended
+            continue
+        name = stat[stat.index('(') + 1 : stat.rindex(')')]
+        if name.startswith(_GL_THREADS):
+            fields = stat[stat.rindex(')') + 2 :].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / tick
+
+
+class CpuSplit:
+    """The process's CPU over an interval, split: all threads, the main thread (call on it), and
+    the software GL driver's threads; what is left is the reads' (IO loop, decoding, workers)."""
+
+    def __init__(self) -> None:
+        self._start = self._sample()
+
+    @staticmethod
+    def _sample() -> tuple[float, float, float | None]:
+        return time.process_time(), time.thread_time(), _gl_threads_cpu()
+
+    def since(self) -> dict[str, float]:
+        """``{'process': s, 'reader': s}`` since this was made (reader: None without ``/proc``)."""
+        end = self._sample()
+        process = end[0] - self._start[0]
+        main = end[1] - self._start[1]
+        start_gl, end_gl = self._start[2], end[2]
+        reader = float('nan') if start_gl is None or end_gl is None else process - main - (end_gl - start_gl)
+        return {'process': process, 'reader': reader}
+
+
 class PaintMeter:
     """Times every paint the main thread does: each ``Paint`` and ``UpdateRequest`` event, app-wide
     (the canvas's GL paint, the window's composition and its widgets), as ``(start, end, cpu)``.

@@ -129,7 +129,7 @@ def markdown(results: dict[str, Any], agg: dict[str, Any], command: str, facts: 
         f'{"x".join(map(str, spec["memory_shape"]))} uint16 (S4: {spec["single_steps"]} steps), '
         f'S2 numpy {"x".join(map(str, spec["mixed_shape"]))} float32; heartbeat every '
         f'{spec["heartbeat_ms"]} ms; each value is the median of {spec["repeat"]} repetitions, '
-        'each mode in its own process.',
+        'each mode in its own process.' + _engine_note(results),
         '',
     ]
     if 'S3' in spec['scenarios']:
@@ -195,6 +195,18 @@ def markdown(results: dict[str, Any], agg: dict[str, Any], command: str, facts: 
 
         lines += ['', log_markdown(log, "ours: stages from our slicer's latency log (--latency-log)")]
     return '\n'.join(lines) + '\n'
+
+
+def _engine_note(results: dict[str, Any]) -> str:
+    """What read zarr arrays in the 'ours' run (``--read-engine``)."""
+    ours = results['modes'].get('ours')
+    if ours is None:
+        return ''
+    facts = ours.get('facts', {})
+    engine = results['spec'].get('read_engine', 'auto')
+    with_ = facts.get('reads_with', '?')
+    version = f' {facts["tensorstore"]}' if with_ == 'tensorstore' and facts.get('tensorstore') else ''
+    return f' Ours reads zarr arrays with {with_}{version} (`--read-engine {engine}`).'
 
 
 def _s3_view_note(results: dict[str, Any]) -> str:

@@ -14,6 +14,7 @@ from typing import Any
 
 from napari_async_slicing._bench._config import BenchSpec
 from napari_async_slicing._bench._probe import (
+    CpuSplit,
     Heartbeat,
     PaintMeter,
     PlaneWatch,
@@ -48,6 +49,8 @@ class Context:
             self.sampler = StallSampler(self.heartbeat)
             self.sampler.start()
         self.viewer: Any = None
+        #: What tensorstore read in the last viewer (ours reading with it; else None).
+        self.engine_stats: dict[str, int] | None = None
         self._memory: Any = None
         self._mixed: Any = None
 
@@ -93,6 +96,8 @@ def _viewer(ctx: Context) -> Iterator[Any]:
     try:
         yield viewer
     finally:
+        stats = getattr(getattr(viewer, '_layer_slicer', None), 'cache_stats', None)
+        ctx.engine_stats = stats().get('tensorstore') if stats is not None else None
         if spec.fresh_viewer:
             ctx.close_viewer()
         else:
@@ -129,6 +134,7 @@ class Scrub(list):
         super().__init__()
         self.step_cpu: list[float] = []
         self.cpu_start = time.thread_time()
+        self.cpu_split = CpuSplit()
 
 
 def _scrub(ctx: Context, viewer: Any, steps: list[int], interval_ms: int) -> Scrub:
@@ -167,13 +173,24 @@ def _main_thread(ctx: Context, times: Scrub, t_end: float) -> dict[str, float]:
     rest of the main thread's Python until ``t_end``, paint excluded)."""
     gaps = gap_stats(ctx.paint.without_paint(ctx.heartbeat.gaps(times[0], t_end)))
     cpu = time.thread_time() - times.cpu_start - ctx.paint.cpu(times[0], now())
+    split = times.cpu_split.since()
     return {
+        'process_cpu_ms': split['process'] * 1000,
+        'reader_cpu_ms': split['reader'] * 1000,
         'max_gap_ex_paint_ms': gaps['max_gap_ms'],
         'stall_ex_paint_ms': gaps['stall_ms'],
         'step_cpu_ms': statistics.median(times.step_cpu) * 1000,
         'step_cpu_max_ms': max(times.step_cpu) * 1000,
         'main_cpu_per_step_ms': cpu / len(times) * 1000,
         'paint_ms': ctx.paint.overlap(times[0], t_end) * 1000,
+    }
+
+
+def _per_plane(main: dict[str, float], planes: int) -> dict[str, float]:
+    """A scrub's process and reader CPU (``_main_thread``) per plane shown."""
+    return {
+        'process_cpu_per_plane_ms': main['process_cpu_ms'] / max(1, planes),
+        'reader_cpu_per_plane_ms': main['reader_cpu_ms'] / max(1, planes),
     }
 
 
@@ -255,6 +272,7 @@ def scenario_s1(ctx: Context) -> tuple[dict[str, float], dict[str, Any]]:
         'scrub_lag_ms': max(0.0, times[-1] - due) * 1000,
         'final_after_due_ms': (t_final - due) * 1000,
         **main,
+        **_per_plane(main, len(shown)),
         'idle_max_gap_ms': idle['max_gap_ms'],
     }
     extra = {
@@ -455,8 +473,9 @@ def scenario_s8(ctx: Context) -> tuple[dict[str, float], dict[str, Any]]:
     metrics: dict[str, float] = {}
     for key in ('max_gap_ms', 'max_gap_ex_paint_ms', 'step_cpu_max_ms'):
         metrics[key] = max(r[key] for r in scrubs)
-    for key in ('stall_ex_paint_ms', 'planes_applied'):
+    for key in ('stall_ex_paint_ms', 'planes_applied', 'process_cpu_ms', 'reader_cpu_ms'):
         metrics[key] = sum(r[key] for r in scrubs)
+    metrics.update(_per_plane(metrics, int(metrics['planes_applied'])))
     for key in ('step_cpu_ms', 'main_cpu_per_step_ms'):
         metrics[key] = statistics.mean(r[key] for r in scrubs)
     for i, r in enumerate(scrubs, 1):

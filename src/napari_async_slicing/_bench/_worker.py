@@ -17,7 +17,7 @@ from typing import Any
 from napari_async_slicing._bench._config import MODES, BenchSpec
 
 
-def setup_mode(mode: str, latency_log: str = '') -> dict[str, Any]:
+def setup_mode(mode: str, latency_log: str = '', read_engine: str = 'auto') -> dict[str, Any]:
     """Select a slicer for viewers created from now on; return facts about the mode."""
     from napari.settings import get_settings
 
@@ -28,13 +28,19 @@ def setup_mode(mode: str, latency_log: str = '') -> dict[str, Any]:
     settings = get_settings()
     # NAPARI_CONFIG points at a throwaway file (the runner sets it), so nothing persists.
     settings.experimental.async_ = mode == 'napari-async'
+    facts: dict[str, Any] = {}
     if mode == 'ours':
-        napari_async_slicing.enable(**({'log': latency_log} if latency_log else {}))
+        from napari_async_slicing._reading._tensorstore import uses_tensorstore
+
+        napari_async_slicing.enable(read_engine=read_engine, **({'log': latency_log} if latency_log else {}))
+        facts['read_engine'] = read_engine
+        facts['reads_with'] = 'tensorstore' if uses_tensorstore(read_engine) else 'zarr'
     else:
         napari_async_slicing.disable()
     return {
         'experimental_async': bool(settings.experimental.async_),
         'ours_enabled': napari_async_slicing.is_enabled(),
+        **facts,
     }
 
 
@@ -62,7 +68,7 @@ def run_mode(mode: str, spec: BenchSpec, out: Path) -> int:
 
     from napari_async_slicing._bench._scenarios import RUNNERS, Context
 
-    facts = setup_mode(mode, str(latency_log_path(out, mode)) if spec.latency_log else '')
+    facts = setup_mode(mode, str(latency_log_path(out, mode)) if spec.latency_log else '', spec.read_engine)
     app = napari.qt.get_qapp()
     facts.update(_gl_facts())
     _write(out, {'kind': 'start', 'mode': mode, 'facts': facts, 'time': time.perf_counter()})
@@ -78,8 +84,11 @@ def run_mode(mode: str, spec: BenchSpec, out: Path) -> int:
                     break
                 t0 = time.perf_counter()
                 try:
+                    ctx.engine_stats = None
                     metrics, extra = runner(ctx)
                     record.update(status='ok', metrics=metrics, extra=extra)
+                    if ctx.engine_stats is not None:  # what tensorstore read (ours only)
+                        record['tensorstore'] = ctx.engine_stats
                 except Exception as exc:  # noqa: BLE001 - reported, never crashes the run
                     record.update(
                         status='error',
@@ -113,6 +122,12 @@ def _gl_facts() -> dict[str, Any]:
             qt=qtpy.QT_VERSION,
         )
     except Exception:  # noqa: BLE001 - facts are best effort
+        pass
+    try:
+        from importlib.metadata import version
+
+        facts['tensorstore'] = version('tensorstore')
+    except Exception:  # noqa: BLE001 - not installed
         pass
     return facts
 

@@ -246,6 +246,8 @@ class TensorstoreEngine:
         #: (zarr's loop only).
         self._stores: dict[int, Any] = {}
         self._closed = False
+        #: Chunks read by tensorstore, and by zarr-python for arrays tensorstore could not open.
+        self.counts = {'tensorstore_chunks': 0, 'zarr_chunks': 0}
 
     @property
     def forked(self) -> bool:
@@ -255,6 +257,18 @@ class TensorstoreEngine:
     @property
     def closed(self) -> bool:
         return self._closed
+
+    def stats(self) -> dict[str, int]:
+        """Arrays known (mapped to a spec or not, opened in tensorstore) and chunks read."""
+        with self._lock:
+            specs = list(self._specs.values())
+            stores = list(self._stores.values())
+        return {
+            'arrays': len(specs),
+            'unmapped': sum(spec is None for spec in specs),
+            'opened': sum(store is not None and not isinstance(store, asyncio.Task) for store in stores),
+            **self.counts,
+        }
 
     def close(self) -> None:
         """Forget the arrays and the context (reads in flight end as they would)."""
@@ -355,7 +369,9 @@ class TensorstoreSource(ZarrSource):
     ) -> np.ndarray:
         store = await self.engine.store_for(self)
         if store is None:
+            self.engine.counts['zarr_chunks'] += 1
             return await super().read_chunk(chunk, region, env, token)
+        self.engine.counts['tensorstore_chunks'] += 1
         return np.asarray(await awaited(store[region].read()))
 
 

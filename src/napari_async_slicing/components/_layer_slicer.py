@@ -249,8 +249,12 @@ class AsyncLayerSlicer:
         return self.queue.counts
 
     def cache_stats(self) -> dict:
-        """Chunk cache totals (hits, misses, bytes, max_bytes, chunks, evictions) and prefetch."""
-        return {**self.cache.stats(), 'prefetch': dict(self.queue.counts)}
+        """Chunk cache totals (hits, misses, bytes, max_bytes, chunks, evictions) and prefetch
+        (and, reading with tensorstore, what it read: ``TensorstoreEngine.stats``)."""
+        stats = {**self.cache.stats(), 'prefetch': dict(self.queue.counts)}
+        if self._tensorstore is not None:
+            stats['tensorstore'] = self._tensorstore.stats()
+        return stats
 
     def prefetches_in_flight(self) -> int:
         """Background chunk reads (neighbour planes, read-ahead, coarse windows) queued or reading."""
