@@ -34,6 +34,19 @@ def quartiles(values: list[float]) -> tuple[float, float, float] | None:
     return q[0], statistics.median(values), q[2]
 
 
+def p_value(a: list[float], b: list[float]) -> str:
+    """Two-sided Mann-Whitney U p-value of the engines' repetitions ('' without scipy)."""
+    try:
+        from scipy.stats import mannwhitneyu
+    except ImportError:
+        return ''
+    a = [v for v in a if v == v]
+    b = [v for v in b if v == v]
+    if len(a) < 3 or len(b) < 3 or len(set(a) | set(b)) < 2:
+        return ''
+    return f'{mannwhitneyu(a, b, alternative="two-sided").pvalue:.2g}'
+
+
 def fmt(value: float | None, unit: str) -> str:
     if value is None:
         return '—'
@@ -122,10 +135,11 @@ def table(doc: dict[str, Any]) -> str:
     lines = [
         f'A/B of read engines, {doc["date"]}, {doc["seconds"] / 60:.0f} min; load average (1 min) '
         f'{min(loads):.1f}-{max(loads):.1f} over the runs; cells: median [25th-75th percentile] of '
-        'every repetition; ts / zarr: ratio of medians.',
+        'every repetition; ts / zarr: ratio of medians; p: two-sided Mann-Whitney U test of the '
+        "engines' repetitions.",
         '',
-        '| scenario | metric | ours, zarr-python | ours, tensorstore | ts / zarr | napari async |',
-        '|---|---|---|---|---|---|',
+        '| scenario | metric | ours, zarr-python | ours, tensorstore | ts / zarr | p | napari async |',
+        '|---|---|---|---|---|---|---|',
     ]
     scenarios = [s for s in SCENARIOS if any(k[1] == s for k in values)]
     for name in scenarios:
@@ -147,7 +161,10 @@ def table(doc: dict[str, Any]) -> str:
             ratio = f'{b / a:.2f}' if a and b is not None and m.ratio else ''
             label = m.label + (' (ms)' if m.unit == 'ms' else '')
             title = f'{SCENARIO_TITLES[name]} (reps: {counts})' if first else ''
-            lines.append(f'| {title} | {label} | {cells[0]} | {cells[1]} | {ratio} | {cells[2]} |')
+            p = p_value(
+                values.get(('ours-zarr', name, m.key), []), values.get(('ours-tensorstore', name, m.key), [])
+            )
+            lines.append(f'| {title} | {label} | {cells[0]} | {cells[1]} | {ratio} | {p} | {cells[2]} |')
             first = False
     return '\n'.join(lines) + '\n'
 
