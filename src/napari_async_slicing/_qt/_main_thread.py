@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from qtpy.QtCore import QCoreApplication, QEvent, QObject, Qt, QThread, QTimer
+from qtpy.QtCore import QCoreApplication, QEvent, QObject, Qt, QThread
 
 _CALL = QEvent.Type(QEvent.registerEventType())
 #: ``postEvent``'s priority as the int every binding takes (PyQt6 refuses its enum there).
@@ -37,6 +37,8 @@ class MainThreadCaller(QObject):
             self.moveToThread(app.thread())
         self._frames = 0
         self._after: list[Callable[[], Any]] = []
+        #: Timers of this object not fired yet, by id, with what they run (``call_later``).
+        self._timers: dict[int, Callable[[], Any]] = {}
         signal = getattr(canvas, 'frameSwapped', None)
         if signal is not None:
             signal.connect(self._frame_shown)
@@ -56,12 +58,33 @@ class MainThreadCaller(QObject):
     def after_frame(self, fn: Callable[[], Any]) -> None:
         """Main thread: run ``fn`` once the canvas has shown its next frame."""
         if not self._after:
-            QTimer.singleShot(int(FRAME_FALLBACK_S * 1000), self._run_after)
+            self.call_later(FRAME_FALLBACK_S, self._run_after)
         self._after.append(fn)
 
     def call_later(self, seconds: float, fn: Callable[[], Any]) -> None:
-        """Main thread: run ``fn`` in ``seconds``."""
-        QTimer.singleShot(max(0, int(seconds * 1000)), fn)
+        """Main thread: run ``fn`` in ``seconds`` (unless ``cancel_pending`` is called first).
+
+        A timer of this object (``startTimer``), not a ``QTimer``: it goes with the object, and
+        ``cancel_pending`` (the slicer's shutdown) kills it.
+        """
+        self._timers[self.startTimer(max(0, int(seconds * 1000)))] = fn
+
+    def timerEvent(self, event: Any) -> None:
+        timer_id = event.timerId()
+        self.killTimer(timer_id)
+        fn = self._timers.pop(timer_id, None)
+        if fn is not None:
+            fn()
+
+    def cancel_pending(self) -> None:
+        """Kill every timer not fired yet (the slicer shut down: nothing is left to run)."""
+        if QThread.currentThread() is not self.thread():
+            self(self.cancel_pending)
+            return
+        timers, self._timers = self._timers, {}
+        for timer_id in timers:
+            self.killTimer(timer_id)
+        self._after.clear()
 
     def _frame_shown(self) -> None:
         self._frames += 1
