@@ -125,27 +125,43 @@ def test_at_rest_the_coarse_level_around_the_plane_is_read_so_a_jump_shows_at_on
     assert target not in coarse_planes_read(ome_server, ome_path)
 
 
+@pytest.mark.parametrize('engine', ['zarr', 'tensorstore'])
 def test_a_cold_jump_asks_for_its_coarse_plane_before_the_plane_itself(
-    viewer_with, ome_server, ome_path, qtbot, monkeypatch
+    viewer_with, ome_server, ome_path, qtbot, monkeypatch, engine
 ):
     """Latency only (every response takes as long): the coarse look is answered first only if
     its request leaves first. It used to go out anywhere among the data level's.
 
-    The order is taken where the requests leave (the store's reads, on the one IO thread): the
-    test server runs in this process, where its threads may get the GIL in any order."""
-    from zarr.storage import FsspecStore
-
+    The order is taken where the requests leave (zarr-python: the store's reads, on the one IO
+    thread; tensorstore: each chunk's tensorstore read, issued on that thread): the test server
+    runs in this process, where its threads may get the GIL in any order."""
     sent: list[str] = []
-    get = FsspecStore.get
+    if engine == 'zarr':
+        from zarr.storage import FsspecStore
 
-    async def recording_get(self, key, *args, **kwargs):
-        path = f'{self.path}/{key}'
-        if '/c/' in path:
-            sent.append(path)
-        return await get(self, key, *args, **kwargs)
+        get = FsspecStore.get
 
-    monkeypatch.setattr(FsspecStore, 'get', recording_get)
-    viewer = viewer_with(prefetch_radius=0)  # no coarse window, no neighbours: every jump is cold
+        async def recording_get(self, key, *args, **kwargs):
+            path = f'{self.path}/{key}'
+            if '/c/' in path:
+                sent.append(path)
+            return await get(self, key, *args, **kwargs)
+
+        monkeypatch.setattr(FsspecStore, 'get', recording_get)
+    else:
+        pytest.importorskip('tensorstore')
+        from napari_async_slicing._reading._tensorstore import TensorstoreSource
+
+        read_chunk = TensorstoreSource.read_chunk
+
+        async def recording_read(self, chunk, *args, **kwargs):
+            sent.append(f'{self.array.path}/c/{"/".join(map(str, chunk))}')
+            return await read_chunk(self, chunk, *args, **kwargs)
+
+        monkeypatch.setattr(TensorstoreSource, 'read_chunk', recording_read)
+    # No coarse window, no neighbours: every jump is cold.
+    viewer = viewer_with(prefetch_radius=0, read_engine=engine)
+    assert viewer._layer_slicer.read_engine == engine
     layer = add_remote(viewer, ome_server, ome_path, qtbot)
     ome_server.configure(latency=LATENCY / 2)
     for target in (2, 8, 4, 9, 1, 10, 7, 3):  # never a plane add_remote opened (6, 11)

@@ -343,9 +343,10 @@ def test_modules_import_without_tensorstore(volume_path):
         'from napari_async_slicing._options import SlicingOptions\n'
         f'z = zarr.open_array({str(volume_path)!r}, mode="r")\n'
         "assert not te.available() and te.spec_for(z)['driver'] == 'zarr3'\n"
-        "s = AsyncLayerSlicer(SlicingOptions(read_engine='tensorstore'))\n"
-        "assert s.read_engine == 'zarr' and type(source_for(z, s.queue.env)).__name__ == 'ZarrSource'\n"
-        's.shutdown()\n'
+        "for choice in ('tensorstore', 'auto'):\n"
+        "    s = AsyncLayerSlicer(SlicingOptions(read_engine=choice))\n"
+        "    assert s.read_engine == 'zarr' and type(source_for(z, s.queue.env)).__name__ == 'ZarrSource'\n"
+        '    s.shutdown()\n'
         "print('ok')\n"
     )
     done = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=120)

@@ -41,8 +41,8 @@ class SlicingOptions:
     #: What reads zarr arrays (and the zarr array under ``dask.array.from_zarr``): ``'zarr'``
     #: (zarr-python), ``'tensorstore'`` (where it is installed and the store maps to a
     #: tensorstore spec; anything else falls back to zarr-python), or ``'auto'``: whichever the
-    #: benchmarks say is faster (``_reading._tensorstore.AUTO_USES_TENSORSTORE``; zarr-python
-    #: for now).
+    #: benchmarks say is faster (``_reading._tensorstore.AUTO_USES_TENSORSTORE``: tensorstore
+    #: where it is installed, the ``[tensorstore]`` extra).
     read_engine: str = 'auto'
     #: A ``distributed.Client``: dask-backed layers compute their chunks on its cluster (R21).
     #: Keyword only (no environment variable); ``enable(dask_client='default')`` uses the
