@@ -220,6 +220,9 @@ class Applier:
         self._closed = True
         with self._lock:
             self._done.clear()
+        close = getattr(self.call_on_main, 'close', None)
+        if close is not None:
+            close()
 
     # --- one response -------------------------------------------------------------------------
 
