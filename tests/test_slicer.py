@@ -392,3 +392,38 @@ def test_thumbnails_follow_a_scrub_at_most_four_times_a_second_and_end_exact(vie
     with viewer._layer_slicer.force_sync():
         layer.refresh()
     np.testing.assert_array_equal(ours, layer.thumbnail)
+
+
+def test_an_apply_skips_the_transform_only_when_nothing_moved(viewer, server, remote_volume, qtbot):
+    """Showing a new plane does not recompute the vispy node's transform (most of an apply's
+    main-thread time) unless what it depends on changed: after a scale change or a transpose the
+    node holds what napari computes."""
+    from napari_async_slicing._napari_compat import vispy_node
+
+    layer = add_remote(viewer, remote_volume)
+    visual = viewer.window._qt_viewer.layer_to_visual[layer]
+    changes: list[int] = []
+    vispy_node(viewer, layer).transform.changed.connect(lambda event: changes.append(1))
+
+    def settle(z):
+        step_to(viewer, z)
+        qtbot.waitUntil(lambda: shown_plane(viewer, layer) == z and layer.loaded, timeout=5000)
+
+    def same_as_napari():
+        ours = np.array(vispy_node(viewer, layer).transform.matrix)
+        visual._on_matrix_change()  # outside our apply: napari's own recomputation
+        np.testing.assert_allclose(ours, np.array(vispy_node(viewer, layer).transform.matrix))
+
+    settle(3)
+    changes.clear()
+    for z in (4, 5, 6):
+        settle(z)
+    assert changes == []  # three planes shown, the transform untouched
+    same_as_napari()
+    layer.scale = (1, 2, 3)  # napari's event updates the node itself
+    settle(7)
+    same_as_napari()
+    viewer.dims.order = (0, 2, 1)  # a transpose: the displayed dims change
+    qtbot.waitUntil(lambda: layer.loaded, timeout=5000)
+    viewer._layer_slicer.wait_until_idle(timeout=5)
+    same_as_napari()

@@ -21,6 +21,7 @@ import numpy as np
 from napari_async_slicing import _napari_compat as compat
 from napari_async_slicing._reading import LazySource
 from napari_async_slicing.layers._slice import _scalar_field, _shapes, _tracks
+from napari_async_slicing.layers._slice._transforms import applying
 
 #: Modules that build their own requests for layer types napari slices synchronously.
 _LAYER_MODULES = (_shapes, _tracks)
@@ -64,14 +65,14 @@ def apply(layer: Any, response: Any, thumbnail: bool = True) -> None:
     """Main thread: show ``response`` on ``layer`` (what napari's ``QtViewer._on_slice_ready``
     does); its thumbnail too unless ``thumbnail`` is False (then :func:`update_thumbnail` later)."""
     module = _module_for(layer)
-    if module is not None:
-        module.apply(layer, response, thumbnail)
-        return
-    if _scalar_field.handles_response(response):
-        _scalar_field.apply(layer, response, thumbnail)
-        return
-    compat.update_slice_response(layer, response)
-    compat.refresh_after_apply(layer, thumbnail)
+    with applying():
+        if module is not None:
+            module.apply(layer, response, thumbnail)
+        elif _scalar_field.handles_response(response):
+            _scalar_field.apply(layer, response, thumbnail)
+        else:
+            compat.update_slice_response(layer, response)
+            compat.refresh_after_apply(layer, thumbnail)
 
 
 def update_thumbnail(layer: Any, response: Any) -> None:
