@@ -427,3 +427,55 @@ def test_an_apply_skips_the_transform_only_when_nothing_moved(viewer, server, re
     qtbot.waitUntil(lambda: layer.loaded, timeout=5000)
     viewer._layer_slicer.wait_until_idle(timeout=5)
     same_as_napari()
+
+
+def test_a_step_costs_the_main_thread_little_beyond_napari_s_request(viewer, server, remote_volume, qtbot, monkeypatch):
+    """The step handler's own work for a remote layer (main-thread CPU, not wall time): napari's
+    request is built once, and what our slicer adds (display settings, scheduling, telling the
+    prefetcher) stays under a millisecond; no read and no prefetch planning on the main thread."""
+    import threading
+
+    from napari_async_slicing.components import _prefetch
+    from napari_async_slicing.layers import _slice
+
+    layer = add_remote(viewer, remote_volume)
+    server.configure(latency=0.05)
+    napari_ms: list[float] = []
+    make_request = _slice.make_request
+
+    def timed_request(*args):
+        t = time.thread_time()
+        try:
+            return make_request(*args)
+        finally:
+            napari_ms.append((time.thread_time() - t) * 1000)
+
+    monkeypatch.setattr(_slice, 'make_request', timed_request)
+    planned_on: set[str] = set()
+    moved = _prefetch.Prefetcher._moved
+    monkeypatch.setattr(
+        _prefetch.Prefetcher, '_moved',
+        lambda self, *args: (planned_on.add(threading.current_thread().name), moved(self, *args))[1],
+    )
+    slicer = viewer._layer_slicer
+    submit_ms: list[float] = []
+    submit = slicer.submit
+
+    def timed_submit(**kwargs):
+        t = time.thread_time()
+        try:
+            return submit(**kwargs)
+        finally:
+            submit_ms.append((time.thread_time() - t) * 1000)
+
+    monkeypatch.setattr(slicer, 'submit', timed_submit)
+    ours_ms: list[float] = []
+    for z in range(1, SHAPE[0]):
+        before, calls = len(napari_ms), len(submit_ms)
+        step_to(viewer, z)  # napari's dims handling calls submit twice
+        ours_ms.append(sum(submit_ms[calls:]) - sum(napari_ms[before:]))
+        qtbot.waitUntil(lambda z=z: shown_plane(viewer, layer) == z and layer.loaded, timeout=5000)
+    assert len(napari_ms) == SHAPE[0] - 1  # napari's request: once per step
+    assert threading.main_thread().name not in planned_on and planned_on
+    print(f'our part of a step: {np.median(ours_ms):.2f} ms median of main-thread CPU')  # for the notes
+    assert float(np.median(ours_ms)) < 1.0, ours_ms
