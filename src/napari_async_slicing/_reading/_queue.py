@@ -148,6 +148,9 @@ class ReadQueue:
             for entry in entries:
                 out[entry.read.chunk] = entry.future.result()
             return out
+        except BaseException:
+            out.clear()  # this frame may outlive the read in a cycle: not its chunks
+            raise
         finally:
             for entry in entries:
                 self._lose(entry, owner)
