@@ -18,6 +18,7 @@ import asyncio
 import heapq
 import itertools
 import logging
+import time
 from collections.abc import Hashable, Iterable
 from dataclasses import dataclass
 from enum import IntEnum
@@ -27,7 +28,7 @@ import numpy as np
 
 from napari_async_slicing._reading._retry import retried
 from napari_async_slicing._reading._sources import ChunkSource, Env
-from napari_async_slicing._reading._token import CancelToken, SliceCancelled
+from napari_async_slicing._reading._token import CancelToken, SliceCancelled, without_traceback
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +48,9 @@ class Tier(IntEnum):
 MAX_IN_FLIGHT = 64
 #: Of which at most this many preview reads.
 MAX_PREVIEW_IN_FLIGHT = 32
+#: A chunk whose read failed fails again for whoever asks this soon after (not read again: the
+#: request the step predicted and the request itself ask for the same chunks).
+FAILED_MEMORY_S = 1.0
 #: How long reads just started are given to go out before less urgent ones start.
 LET_OUT_S = 0.004
 
@@ -108,6 +112,8 @@ class ReadQueue:
         self._heap: list[tuple[tuple[int, float], int, _Entry]] = []
         self._running: set[_Entry] = set()
         self._wants: dict[Hashable, dict[tuple, tuple[int, float]]] = {}
+        #: Chunks whose read failed lately: key -> (when, the error).
+        self._failed: dict[tuple, tuple[float, BaseException]] = {}
         self._seq = itertools.count()
         self._closed = False
         #: While reads just started go out, nothing less urgent starts (``_pump``).
@@ -132,6 +138,9 @@ class ReadQueue:
             if cached is not None:  # read by someone else since it was looked up
                 out[read.chunk] = cached
                 continue
+            failed = self._recent_failure(read.key)
+            if failed is not None:
+                raise failed
             entry = self._entry(read)
             self._interest(entry, owner, (tier, priority))
             entries.append(entry)
@@ -170,6 +179,8 @@ class ReadQueue:
         new: dict[tuple, tuple[int, float]] = {}
         for read, tier, priority in reads:
             if read.key in new or (self.cache is not None and read.key in self.cache):
+                continue
+            if self._recent_failure(read.key) is not None:
                 continue
             new[read.key] = (tier, priority)
             self._interest(self._entry(read), owner, (tier, priority))
@@ -278,6 +289,13 @@ class ReadQueue:
             self._start(entry)
             started = rank
 
+    def _recent_failure(self, key: tuple) -> BaseException | None:
+        now = time.monotonic()
+        for old in [k for k, (at, _) in self._failed.items() if now - at > FAILED_MEMORY_S]:
+            del self._failed[old]
+        failed = self._failed.get(key)
+        return None if failed is None else failed[1]
+
     def _compact(self) -> None:
         """Drop heap items of entries started, done, re-ranked or given up (they would hold
         their entries, and a done entry's data, until they reached the top)."""
@@ -343,6 +361,7 @@ class ReadQueue:
             if not entry.future.done():
                 entry.future.cancel()
         except Exception as exc:  # noqa: BLE001 - each reader raises it
+            self._failed[read.key] = (time.monotonic(), without_traceback(exc))
             entry.future.set_exception(exc)
             del exc
         else:
