@@ -133,19 +133,19 @@ class ReadQueue:
         owner = object()
         out: dict[tuple[int, ...], np.ndarray] = {}
         entries: list[_Entry] = []
-        for read in reads:
-            cached = self.cache.peek(read.key) if self.cache is not None else None
-            if cached is not None:  # read by someone else since it was looked up
-                out[read.chunk] = cached
-                continue
-            failed = self._recent_failure(read.key)
-            if failed is not None:
-                raise failed
-            entry = self._entry(read)
-            self._interest(entry, owner, (tier, priority))
-            entries.append(entry)
-        self._pump()
         try:
+            for read in reads:
+                cached = self.cache.peek(read.key) if self.cache is not None else None
+                if cached is not None:  # read by someone else since it was looked up
+                    out[read.chunk] = cached
+                    continue
+                failed = self._recent_failure(read.key)
+                if failed is not None:
+                    raise failed
+                entry = self._entry(read)
+                self._interest(entry, owner, (tier, priority))
+                entries.append(entry)
+            self._pump()
             if entries:
                 await asyncio.wait([e.future for e in entries], return_when=asyncio.FIRST_EXCEPTION)
             for entry in entries:
@@ -193,10 +193,6 @@ class ReadQueue:
         else:
             self._wants.pop(owner, None)
         self._pump()
-
-    def wanted(self, owner: Hashable) -> set[tuple]:
-        """The keys ``owner`` wants and that are not read yet."""
-        return {k for k in self._wants.get(owner, ()) if k in self._entries}
 
     def close(self) -> None:
         """Give up everything: queued reads are dropped, reads in flight cancelled."""
