@@ -202,9 +202,8 @@ def _in_flight(slicer) -> dict:
     from napari_async_slicing._napari_compat import zarr_event_loop
 
     out = {'loop_tasks': len(asyncio.all_tasks(zarr_event_loop()))}
-    if hasattr(slicer, '_done'):
-        out.update(done=len(slicer._done), tasks=len(slicer._in_flight),
-                   prefetches=slicer.prefetches_in_flight())
+    if hasattr(slicer, 'prefetches_in_flight'):
+        out.update(tasks=len(slicer._scheduler.in_flight()), prefetches=slicer.prefetches_in_flight())
     return out
 
 
