@@ -88,6 +88,21 @@ class _Entry:
         return self.rank[0] in (Tier.PREVIEW, Tier.PREFETCH)
 
 
+class _Settled:
+    """What a finished entry keeps instead of its future (the data went to its readers)."""
+
+    @staticmethod
+    def done() -> bool:
+        return True
+
+    @staticmethod
+    def cancel() -> bool:
+        return False
+
+
+_SETTLED: Any = _Settled()
+
+
 def _retrieve(future: asyncio.Future) -> None:
     if not future.cancelled():
         future.exception()  # each waiter raises it itself; nobody waiting is not an error
@@ -146,16 +161,17 @@ class ReadQueue:
                 self._interest(entry, owner, (tier, priority))
                 entries.append(entry)
             self._pump()
-            if entries:
-                await asyncio.wait([e.future for e in entries], return_when=asyncio.FIRST_EXCEPTION)
-            for entry in entries:
-                if entry.future.cancelled():
+            futures = [(entry.read.chunk, entry.future) for entry in entries]
+            if futures:
+                await asyncio.wait([f for _, f in futures], return_when=asyncio.FIRST_EXCEPTION)
+            for _, future in futures:
+                if future.cancelled():
                     raise SliceCancelled
-                error = entry.future.exception() if entry.future.done() else None
+                error = future.exception() if future.done() else None
                 if error is not None:
                     raise error
-            for entry in entries:
-                out[entry.read.chunk] = entry.future.result()
+            for chunk, future in futures:
+                out[chunk] = future.result()
             return out
         except BaseException:
             out.clear()  # this frame may outlive the read in a cycle: not its chunks
@@ -366,6 +382,9 @@ class ReadQueue:
             entry.future.set_result(data)
         self._running.discard(entry)
         self._set_rank(entry, _NO_RANK)
+        # Whoever waits holds the future; a stale heap item holding the entry must not hold the
+        # chunk too (until it reaches the top).
+        entry.future = _SETTLED
         if self._entries.get(read.key) is entry:
             del self._entries[read.key]
         self._pump()
