@@ -51,8 +51,8 @@ class TimeReadout:
 
     def time_refresh(self, layers: int) -> None:
         """Worst case: every layer's stats changed since the last tick (a scrub in progress)."""
-        for state in self.viewer._layer_slicer._states.values():
-            state.stats.version += 1  # as a new outcome would: the summary is recomputed
+        for stats in self.viewer._layer_slicer._recorder._stats.values():
+            stats.version += 1  # as a new outcome would: the summary is recomputed
         self.widget.label.setText('')  # and the label really updated
         self.widget.refresh()
 

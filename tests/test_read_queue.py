@@ -230,3 +230,24 @@ def test_close_cancels_everything():
         assert source.cancelled == [(1, 0)]
 
     run(scenario())
+
+
+def test_a_chunk_that_just_failed_fails_again_without_another_read():
+    """The reads a step predicts and the request's own ask for the same chunks: one failure,
+    one request (a corrupt chunk is asked for once)."""
+
+    class Corrupt(Source):
+        async def read_chunk(self, chunk, region, env, token):
+            self.started.append(chunk)
+            raise ValueError('cannot decode')
+
+    async def scenario():
+        source = Corrupt()
+        queue = ReadQueue(ChunkCache(1 << 20))
+        queue.want('layer', [(r, Tier.VISIBLE, 1) for r in reads(source, [1])])
+        await asyncio.sleep(0.02)  # the predicted read failed, nobody waiting
+        with pytest.raises(ValueError):
+            await queue.fetch(reads(source, [1]))
+        assert source.started == [(1, 0)]
+
+    run(scenario())

@@ -392,3 +392,90 @@ def test_thumbnails_follow_a_scrub_at_most_four_times_a_second_and_end_exact(vie
     with viewer._layer_slicer.force_sync():
         layer.refresh()
     np.testing.assert_array_equal(ours, layer.thumbnail)
+
+
+def test_an_apply_skips_the_transform_only_when_nothing_moved(viewer, server, remote_volume, qtbot):
+    """Showing a new plane does not recompute the vispy node's transform (most of an apply's
+    main-thread time) unless what it depends on changed: after a scale change or a transpose the
+    node holds what napari computes."""
+    from napari_async_slicing._napari_compat import vispy_node
+
+    layer = add_remote(viewer, remote_volume)
+    visual = viewer.window._qt_viewer.layer_to_visual[layer]
+    changes: list[int] = []
+    vispy_node(viewer, layer).transform.changed.connect(lambda event: changes.append(1))
+
+    def settle(z):
+        step_to(viewer, z)
+        qtbot.waitUntil(lambda: shown_plane(viewer, layer) == z and layer.loaded, timeout=5000)
+
+    def same_as_napari():
+        ours = np.array(vispy_node(viewer, layer).transform.matrix)
+        visual._on_matrix_change()  # outside our apply: napari's own recomputation
+        np.testing.assert_allclose(ours, np.array(vispy_node(viewer, layer).transform.matrix))
+
+    settle(3)
+    changes.clear()
+    for z in (4, 5, 6):
+        settle(z)
+    assert changes == []  # three planes shown, the transform untouched
+    same_as_napari()
+    layer.scale = (1, 2, 3)  # napari's event updates the node itself
+    settle(7)
+    same_as_napari()
+    viewer.dims.order = (0, 2, 1)  # a transpose: the displayed dims change
+    qtbot.waitUntil(lambda: layer.loaded, timeout=5000)
+    viewer._layer_slicer.wait_until_idle(timeout=5)
+    same_as_napari()
+
+
+def test_a_step_costs_the_main_thread_little_beyond_napari_s_request(viewer, server, remote_volume, qtbot, monkeypatch):
+    """The step handler's own work for a remote layer (main-thread CPU, not wall time): napari's
+    request is built once, and what our slicer adds (display settings, scheduling, telling the
+    prefetcher) stays under a millisecond; no read and no prefetch planning on the main thread."""
+    import threading
+
+    from napari_async_slicing.components import _prefetch
+    from napari_async_slicing.layers import _slice
+
+    layer = add_remote(viewer, remote_volume)
+    server.configure(latency=0.05)
+    napari_ms: list[float] = []
+    make_request = _slice.make_request
+
+    def timed_request(*args):
+        t = time.thread_time()
+        try:
+            return make_request(*args)
+        finally:
+            napari_ms.append((time.thread_time() - t) * 1000)
+
+    monkeypatch.setattr(_slice, 'make_request', timed_request)
+    planned_on: set[str] = set()
+    moved = _prefetch.Prefetcher._moved
+    monkeypatch.setattr(
+        _prefetch.Prefetcher, '_moved',
+        lambda self, *args: (planned_on.add(threading.current_thread().name), moved(self, *args))[1],
+    )
+    slicer = viewer._layer_slicer
+    submit_ms: list[float] = []
+    submit = slicer.submit
+
+    def timed_submit(**kwargs):
+        t = time.thread_time()
+        try:
+            return submit(**kwargs)
+        finally:
+            submit_ms.append((time.thread_time() - t) * 1000)
+
+    monkeypatch.setattr(slicer, 'submit', timed_submit)
+    ours_ms: list[float] = []
+    for z in range(1, SHAPE[0]):
+        before, calls = len(napari_ms), len(submit_ms)
+        step_to(viewer, z)  # napari's dims handling calls submit twice
+        ours_ms.append(sum(submit_ms[calls:]) - sum(napari_ms[before:]))
+        qtbot.waitUntil(lambda z=z: shown_plane(viewer, layer) == z and layer.loaded, timeout=5000)
+    assert len(napari_ms) == SHAPE[0] - 1  # napari's request: once per step
+    assert threading.main_thread().name not in planned_on and planned_on
+    print(f'our part of a step: {np.median(ours_ms):.2f} ms median of main-thread CPU')  # for the notes
+    assert float(np.median(ours_ms)) < 1.0, ours_ms

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import threading
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -58,6 +59,7 @@ def _patches(slicer_type: type) -> list[Patch]:
         Patch(seams.ViewerModel, '_on_remove_layer', lambda original: _on_remove_layer(original, ours)),
         Patch(seams.QtLayerListModel, 'data', _layer_model_data),
         Patch(seams.vispy_scalar_field, 'fix_data_dtype', _prepared_texture_first),
+        Patch(seams.VispyBaseLayer, '_on_matrix_change', _matrix_change_when_moved),
         Patch(seams.ViewerModel, 'sync_slicing', lambda original: original or _sync_slicing()),
         *(Patch(module, 'get_dtype', _labels_dtype_from_metadata) for module in seams.get_dtype_modules),
     ]
@@ -230,6 +232,28 @@ def _prepared_texture_first(original: Callable[[Any], Any]) -> Callable[[Any], A
         return original(data) if texture is None else texture
 
     return fix_data_dtype
+
+
+def _matrix_change_when_moved(original: Callable[[Any], None]) -> Callable[[Any], None]:
+    """napari's node transform update, skipped inside our apply when nothing it depends on
+    moved since it last ran (``layers._slice._transforms``)."""
+    from napari_async_slicing.layers._slice._transforms import in_apply
+
+    computed: weakref.WeakKeyDictionary[Any, tuple] = weakref.WeakKeyDictionary()
+
+    @functools.wraps(original)
+    def on_matrix_change(self: Any) -> None:
+        try:
+            key = compat.vispy_transform_inputs(self)
+        except Exception:  # noqa: BLE001 - a layer type without a tile: napari's way
+            original(self)
+            return
+        if in_apply() and computed.get(self) == key:
+            return
+        original(self)
+        computed[self] = compat.vispy_transform_inputs(self)
+
+    return on_matrix_change
 
 
 def _labels_dtype_from_metadata(original: Callable[[Any], Any]) -> Callable[[Any], Any]:

@@ -62,6 +62,7 @@ def seams() -> SimpleNamespace:
     from napari._qt.qt_viewer import QtViewer
     from napari._vispy.canvas import VispyCanvas
     from napari._vispy.layers import scalar_field
+    from napari._vispy.layers.base import VispyBaseLayer
     from napari.components import ViewerModel
     from napari.layers import Layer
     from napari.layers.labels import _labels_utils
@@ -78,6 +79,7 @@ def seams() -> SimpleNamespace:
         QtLayerListModel=QtLayerListModel,  # data (LoadedRole: the loading spinner)
         VispyCanvas=VispyCanvas,  # _clean_and_update_scenegraph (GL clean-up on layer removal)
         vispy_scalar_field=scalar_field,  # fix_data_dtype (the cast before texture upload)
+        VispyBaseLayer=VispyBaseLayer,  # _on_matrix_change (the node transform, at every new slice)
         # The Labels controls read a layer's dtype through get_dtype (plane 0 for lazy data),
         # imported by name into several modules.
         get_dtype_modules=[

@@ -196,6 +196,30 @@ def layer_model_loaded_changed(model: Any, layer: Any) -> None:
         pass
 
 
+def vispy_transform_inputs(vispy_layer: Any) -> tuple:
+    """What ``VispyBaseLayer._on_matrix_change`` computes the node transform from, besides the
+    layer's transforms (whose changes reach it by their own events): the tile's placement
+    (``tile2data``, set with each multiscale slice), the dims displayed, ndisplay, units, the
+    node, and for 3D multiscale the level and the tile's corner."""
+    layer = vispy_layer.layer
+    slice_input = layer._slice_input
+    tile = layer._transforms['tile2data']
+    key: tuple = (
+        id(layer._transforms),
+        id(vispy_layer.node),
+        tuple(slice_input.displayed),
+        slice_input.ndisplay,
+        layer.ndim,
+        tuple(vispy_layer._world_to_layer_units_scale),
+        tuple(tile.scale),
+        tuple(tile.translate),
+        tuple(tile.linear_matrix.ravel()),
+    )
+    if slice_input.ndisplay == 3 and getattr(layer, 'multiscale', False):
+        key += (getattr(layer, 'data_level', 0), tuple(layer.corner_pixels[0]))
+    return key
+
+
 def viewer_of_canvas(canvas: Any) -> Any:
     """The viewer a ``VispyCanvas`` draws (None if it has none)."""
     return getattr(canvas, 'viewer', None)

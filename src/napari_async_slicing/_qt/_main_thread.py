@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
-from qtpy.QtCore import QCoreApplication, QEvent, QObject, Qt, QThread
+from qtpy.QtCore import QCoreApplication, QEvent, QObject, Qt, QThread, QTimerEvent
 
 _CALL = QEvent.Type(QEvent.registerEventType())
 #: ``postEvent``'s priority as the int every binding takes (PyQt6 refuses its enum there).
@@ -27,7 +28,8 @@ class MainThreadCaller(QObject):
     normal priority: input events and repaints are not held back by a stream of slices).
 
     With ``canvas`` (a ``QOpenGLWidget``) it also counts the frames the canvas shows
-    (``frame()``) and runs callables once the next one is shown (``after_frame``).
+    (``frame()``) and runs callables once the next one is shown (``after_frame``). Its timers
+    are its own and stop with :meth:`close`.
     """
 
     def __init__(self, canvas: Any = None) -> None:
@@ -37,8 +39,10 @@ class MainThreadCaller(QObject):
             self.moveToThread(app.thread())
         self._frames = 0
         self._after: list[Callable[[], Any]] = []
-        #: Timers of this object not fired yet, by id, with what they run (``call_later``).
-        self._timers: dict[int, Callable[[], Any]] = {}
+        self._later: list[tuple[float, Callable[[], Any]]] = []
+        #: This object's own Qt timers (``startTimer``): the frame fallback, the next ``call_later``.
+        self._frame_timer = 0
+        self._later_timer = 0
         signal = getattr(canvas, 'frameSwapped', None)
         if signal is not None:
             signal.connect(self._frame_shown)
@@ -56,44 +60,61 @@ class MainThreadCaller(QObject):
         return self._frames
 
     def after_frame(self, fn: Callable[[], Any]) -> None:
-        """Main thread: run ``fn`` once the canvas has shown its next frame."""
+        """Main thread: run ``fn`` once the canvas has shown its next frame (or after
+        ``FRAME_FALLBACK_S`` if it shows none: hidden, minimised)."""
         if not self._after:
-            self.call_later(FRAME_FALLBACK_S, self._run_after)
+            self._frame_timer = self._restart(self._frame_timer, FRAME_FALLBACK_S)
         self._after.append(fn)
 
     def call_later(self, seconds: float, fn: Callable[[], Any]) -> None:
-        """Main thread: run ``fn`` in ``seconds`` (unless ``cancel_pending`` is called first).
+        """Main thread: run ``fn`` in ``seconds``."""
+        self._later.append((time.monotonic() + seconds, fn))
+        self._arm_later()
 
-        A timer of this object (``startTimer``), not a ``QTimer``: it goes with the object, and
-        ``cancel_pending`` (the slicer's shutdown) kills it.
-        """
-        self._timers[self.startTimer(max(0, int(seconds * 1000)))] = fn
-
-    def timerEvent(self, event: Any) -> None:
-        timer_id = event.timerId()
-        self.killTimer(timer_id)
-        fn = self._timers.pop(timer_id, None)
-        if fn is not None:
-            fn()
-
-    def cancel_pending(self) -> None:
-        """Kill every timer not fired yet (the slicer shut down: nothing is left to run)."""
-        if QThread.currentThread() is not self.thread():
-            self(self.cancel_pending)
-            return
-        timers, self._timers = self._timers, {}
-        for timer_id in timers:
-            self.killTimer(timer_id)
+    def close(self) -> None:
+        """Nothing more runs later (the slicer shut down)."""
         self._after.clear()
+        self._later.clear()
+        self._frame_timer = self._restart(self._frame_timer, None)
+        self._later_timer = self._restart(self._later_timer, None)
 
     def _frame_shown(self) -> None:
         self._frames += 1
         self._run_after()
 
     def _run_after(self) -> None:
+        self._frame_timer = self._restart(self._frame_timer, None)
         after, self._after = self._after, []
         for fn in after:
             fn()
+
+    def _run_later(self) -> None:
+        now = time.monotonic()
+        due = [fn for at, fn in self._later if at <= now]
+        self._later = [(at, fn) for at, fn in self._later if at > now]
+        for fn in due:
+            fn()
+        self._arm_later()
+
+    def _arm_later(self) -> None:
+        wait = min(at for at, _ in self._later) - time.monotonic() if self._later else None
+        self._later_timer = self._restart(self._later_timer, wait)
+
+    def _restart(self, timer_id: int, seconds: float | None) -> int:
+        """Stop timer ``timer_id`` (0: none); start one for ``seconds`` unless None."""
+        if timer_id:
+            self.killTimer(timer_id)
+        return 0 if seconds is None else self.startTimer(max(0, int(seconds * 1000) + 1))
+
+    def timerEvent(self, event: QTimerEvent | None) -> None:
+        timer_id = event.timerId() if event is not None else 0
+        if timer_id == self._frame_timer:
+            self._run_after()
+        elif timer_id == self._later_timer:
+            self._later_timer = self._restart(self._later_timer, None)
+            self._run_later()
+        else:
+            self.killTimer(timer_id)
 
     def event(self, event: QEvent | None) -> bool:
         if isinstance(event, _CallEvent):

@@ -35,7 +35,7 @@ from napari_async_slicing._reading._sources import (
     source_for,
     zarr_under_dask,
 )
-from napari_async_slicing._reading._token import NEVER, CancelToken, SliceCancelled
+from napari_async_slicing._reading._token import NEVER, CancelToken, SliceCancelled, without_traceback
 
 __all__ = [
     'NEVER',
@@ -67,5 +67,6 @@ __all__ = [
     'source_for',
     'start_on_loop',
     'start_read',
+    'without_traceback',
     'zarr_under_dask',
 ]

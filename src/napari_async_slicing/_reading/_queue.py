@@ -18,6 +18,7 @@ import asyncio
 import heapq
 import itertools
 import logging
+import time
 from collections.abc import Hashable, Iterable
 from dataclasses import dataclass
 from enum import IntEnum
@@ -27,7 +28,7 @@ import numpy as np
 
 from napari_async_slicing._reading._retry import retried
 from napari_async_slicing._reading._sources import ChunkSource, Env
-from napari_async_slicing._reading._token import CancelToken, SliceCancelled
+from napari_async_slicing._reading._token import CancelToken, SliceCancelled, without_traceback
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +48,9 @@ class Tier(IntEnum):
 MAX_IN_FLIGHT = 64
 #: Of which at most this many preview reads.
 MAX_PREVIEW_IN_FLIGHT = 32
+#: A chunk whose read failed fails again for whoever asks this soon after (not read again: the
+#: request the step predicted and the request itself ask for the same chunks).
+FAILED_MEMORY_S = 1.0
 #: How long reads just started are given to go out before less urgent ones start.
 LET_OUT_S = 0.004
 
@@ -84,6 +88,21 @@ class _Entry:
         return self.rank[0] in (Tier.PREVIEW, Tier.PREFETCH)
 
 
+class _Settled:
+    """What a finished entry keeps instead of its future (the data went to its readers)."""
+
+    @staticmethod
+    def done() -> bool:
+        return True
+
+    @staticmethod
+    def cancel() -> bool:
+        return False
+
+
+_SETTLED: Any = _Settled()
+
+
 def _retrieve(future: asyncio.Future) -> None:
     if not future.cancelled():
         future.exception()  # each waiter raises it itself; nobody waiting is not an error
@@ -108,6 +127,8 @@ class ReadQueue:
         self._heap: list[tuple[tuple[int, float], int, _Entry]] = []
         self._running: set[_Entry] = set()
         self._wants: dict[Hashable, dict[tuple, tuple[int, float]]] = {}
+        #: Chunks whose read failed lately: key -> (when, the error).
+        self._failed: dict[tuple, tuple[float, BaseException]] = {}
         self._seq = itertools.count()
         self._closed = False
         #: While reads just started go out, nothing less urgent starts (``_pump``).
@@ -127,27 +148,34 @@ class ReadQueue:
         owner = object()
         out: dict[tuple[int, ...], np.ndarray] = {}
         entries: list[_Entry] = []
-        for read in reads:
-            cached = self.cache.peek(read.key) if self.cache is not None else None
-            if cached is not None:  # read by someone else since it was looked up
-                out[read.chunk] = cached
-                continue
-            entry = self._entry(read)
-            self._interest(entry, owner, (tier, priority))
-            entries.append(entry)
-        self._pump()
         try:
-            if entries:
-                await asyncio.wait([e.future for e in entries], return_when=asyncio.FIRST_EXCEPTION)
-            for entry in entries:
-                if entry.future.cancelled():
+            for read in reads:
+                cached = self.cache.peek(read.key) if self.cache is not None else None
+                if cached is not None:  # read by someone else since it was looked up
+                    out[read.chunk] = cached
+                    continue
+                failed = self._recent_failure(read.key)
+                if failed is not None:
+                    raise failed
+                entry = self._entry(read)
+                self._interest(entry, owner, (tier, priority))
+                entries.append(entry)
+            self._pump()
+            futures = [(entry.read.chunk, entry.future) for entry in entries]
+            if futures:
+                await asyncio.wait([f for _, f in futures], return_when=asyncio.FIRST_EXCEPTION)
+            for _, future in futures:
+                if future.cancelled():
                     raise SliceCancelled
-                error = entry.future.exception() if entry.future.done() else None
+                error = future.exception() if future.done() else None
                 if error is not None:
                     raise error
-            for entry in entries:
-                out[entry.read.chunk] = entry.future.result()
+            for chunk, future in futures:
+                out[chunk] = future.result()
             return out
+        except BaseException:
+            out.clear()  # this frame may outlive the read in a cycle: not its chunks
+            raise
         finally:
             for entry in entries:
                 self._lose(entry, owner)
@@ -168,6 +196,8 @@ class ReadQueue:
         for read, tier, priority in reads:
             if read.key in new or (self.cache is not None and read.key in self.cache):
                 continue
+            if self._recent_failure(read.key) is not None:
+                continue
             new[read.key] = (tier, priority)
             self._interest(self._entry(read), owner, (tier, priority))
         for key in self._wants.get(owner, {}).keys() - new.keys():
@@ -179,10 +209,6 @@ class ReadQueue:
         else:
             self._wants.pop(owner, None)
         self._pump()
-
-    def wanted(self, owner: Hashable) -> set[tuple]:
-        """The keys ``owner`` wants and that are not read yet."""
-        return {k for k in self._wants.get(owner, ()) if k in self._entries}
 
     def close(self) -> None:
         """Give up everything: queued reads are dropped, reads in flight cancelled."""
@@ -275,6 +301,13 @@ class ReadQueue:
             self._start(entry)
             started = rank
 
+    def _recent_failure(self, key: tuple) -> BaseException | None:
+        now = time.monotonic()
+        for old in [k for k, (at, _) in self._failed.items() if now - at > FAILED_MEMORY_S]:
+            del self._failed[old]
+        failed = self._failed.get(key)
+        return None if failed is None else failed[1]
+
     def _compact(self) -> None:
         """Drop heap items of entries started, done, re-ranked or given up (they would hold
         their entries, and a done entry's data, until they reached the top)."""
@@ -340,6 +373,7 @@ class ReadQueue:
             if not entry.future.done():
                 entry.future.cancel()
         except Exception as exc:  # noqa: BLE001 - each reader raises it
+            self._failed[read.key] = (time.monotonic(), without_traceback(exc))
             entry.future.set_exception(exc)
             del exc
         else:
@@ -348,6 +382,9 @@ class ReadQueue:
             entry.future.set_result(data)
         self._running.discard(entry)
         self._set_rank(entry, _NO_RANK)
+        # Whoever waits holds the future; a stale heap item holding the entry must not hold the
+        # chunk too (until it reaches the top).
+        entry.future = _SETTLED
         if self._entries.get(read.key) is entry:
             del self._entries[read.key]
         self._pump()

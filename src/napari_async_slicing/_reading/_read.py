@@ -50,7 +50,7 @@ class _Pending:
     future: concurrent.futures.Future
     plan: ChunkPlan | None
     found: dict
-    dtype: np.dtype
+    dtype: np.dtype | None
 
     def result(self) -> np.ndarray:
         token = current().token
@@ -80,7 +80,7 @@ def _send(array: Any, selection: tuple) -> _Pending:
     tier = Tier.VISIBLE if context.tier is None else context.tier
     if plan is None:
         whole = queue.read_whole(source, selection, context.token)
-        return _Pending(start_on_loop(whole), None, {}, source.dtype)
+        return _Pending(start_on_loop(whole), None, {}, None)  # any dtype (a plugin's may be no numpy's)
     found, missing = _look_up(cache, source, plan, context)
     if not missing:
         future: concurrent.futures.Future = concurrent.futures.Future()
@@ -157,7 +157,8 @@ class LazySource:
 
     @property
     def dtype(self) -> np.dtype:
-        return np.dtype(self.array.dtype)
+        dtype = self.array.dtype
+        return np.dtype(getattr(dtype, 'numpy_dtype', dtype))  # tensorstore's dtypes have one
 
     @property
     def size(self) -> int:

@@ -60,7 +60,8 @@ class ChunkSource(ABC):
 
     @property
     def dtype(self) -> np.dtype:
-        return np.dtype(self.array.dtype)
+        dtype = self.array.dtype
+        return np.dtype(getattr(dtype, 'numpy_dtype', dtype))
 
     def cache_key(self, cache: Any) -> Hashable:
         """The key the chunk cache keeps this data under."""

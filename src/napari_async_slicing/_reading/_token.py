@@ -66,5 +66,22 @@ class CancelToken:
             self.remove_callback(callback)
 
 
+def without_traceback(error: BaseException) -> BaseException:
+    """``error`` with the tracebacks along its cause and context chain dropped, to be kept.
+
+    A traceback keeps each frame it passes through and, through ``f_back``, every caller's, with
+    their locals: a failed or cancelled read's chunks and planes, and what stores the error (a
+    reference cycle: only a full garbage collection frees it, every 20-30 s during a scrub). Log
+    it first if it is wanted.
+    """
+    seen: set[int] = set()
+    link: BaseException | None = error
+    while link is not None and id(link) not in seen:
+        seen.add(id(link))
+        link.__traceback__ = None
+        link = link.__cause__ or link.__context__
+    return error
+
+
 #: The token of code that runs outside any request: never cancelled.
 NEVER = CancelToken()

@@ -220,9 +220,9 @@ class Applier:
         self._closed = True
         with self._lock:
             self._done.clear()
-        cancel = getattr(self.call_on_main, 'cancel_pending', None)
-        if cancel is not None:  # late thumbnails and frame fallbacks: nothing to run them for
-            cancel()
+        close = getattr(self.call_on_main, 'close', None)
+        if close is not None:
+            close()
 
     # --- one response -------------------------------------------------------------------------
 

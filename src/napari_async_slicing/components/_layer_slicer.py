@@ -324,9 +324,9 @@ class AsyncLayerSlicer:
         with self._lock:
             self._layers_to_task[key] = future
 
-        def forget(_: Future) -> None:
+        def forget(done: Future) -> None:  # not ``future``: a cycle would keep its result
             with self._lock:
-                if self._layers_to_task.get(key) is future:
+                if self._layers_to_task.get(key) is done:
                     del self._layers_to_task[key]
 
         future.add_done_callback(forget)

@@ -103,14 +103,18 @@ def merged(futures: list[Future]) -> Future:
     merged.set_running_or_notify_cancel()
     remaining = [len(futures)]
     lock = threading.Lock()
+    # Each future holds ``one_done``: it lets go of them once all are done, or that cycle would
+    # keep their responses (planes) until a full garbage collection.
+    pending = list(futures)
 
     def one_done(_: Future) -> None:
         with lock:
             remaining[0] -= 1
             if remaining[0]:
                 return
+            done, pending[:] = pending[:], []
         result: dict = {}
-        for future in futures:
+        for future in done:
             if future.cancelled():
                 continue
             error = future.exception()
@@ -121,6 +125,6 @@ def merged(futures: list[Future]) -> Future:
                 result.update(future.result())
         merged.set_result(result)
 
-    for future in futures:
+    for future in pending[:]:
         future.add_done_callback(one_done)
     return merged

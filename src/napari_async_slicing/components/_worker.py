@@ -14,6 +14,7 @@ from napari_async_slicing._reading import (
     ReadQueue,
     SliceCancelled,
     reading,
+    without_traceback,
 )
 from napari_async_slicing.components._task import Finished, SliceTask
 
@@ -41,11 +42,11 @@ def run_request(
             response = task.request()
         task.token.raise_if_cancelled()
     except SliceCancelled as exc:
-        error = exc
+        error = without_traceback(exc)  # its frames would hold planes (and the task)
     except Exception as exc:
-        error = exc
-        # The traceback: here (off the main thread, formatted only if debug is on).
+        # The traceback: here (off the main thread, formatted only if debug is on); not kept.
         logger.debug('slice of request %s failed', task.request_id, exc_info=exc)
+        error = without_traceback(exc)
     return Finished(
         task, None if error else response, error, started, time.perf_counter(), counters.hits, counters.misses
     )

@@ -21,6 +21,7 @@ import numpy as np
 from napari_async_slicing import _napari_compat as compat
 from napari_async_slicing._reading import LazySource
 from napari_async_slicing.layers._slice import _scalar_field, _shapes, _tracks
+from napari_async_slicing.layers._slice._transforms import applying
 
 #: Modules that build their own requests for layer types napari slices synchronously.
 _LAYER_MODULES = (_shapes, _tracks)
@@ -64,14 +65,14 @@ def apply(layer: Any, response: Any, thumbnail: bool = True) -> None:
     """Main thread: show ``response`` on ``layer`` (what napari's ``QtViewer._on_slice_ready``
     does); its thumbnail too unless ``thumbnail`` is False (then :func:`update_thumbnail` later)."""
     module = _module_for(layer)
-    if module is not None:
-        module.apply(layer, response, thumbnail)
-        return
-    if _scalar_field.handles_response(response):
-        _scalar_field.apply(layer, response, thumbnail)
-        return
-    compat.update_slice_response(layer, response)
-    compat.refresh_after_apply(layer, thumbnail)
+    with applying():
+        if module is not None:
+            module.apply(layer, response, thumbnail)
+        elif _scalar_field.handles_response(response):
+            _scalar_field.apply(layer, response, thumbnail)
+        else:
+            compat.update_slice_response(layer, response)
+            compat.refresh_after_apply(layer, thumbnail)
 
 
 def update_thumbnail(layer: Any, response: Any) -> None:
@@ -150,45 +151,3 @@ def is_heavy(request: Any) -> bool:
     """Heavy work (3D volumes) runs on its own bounded slots so 2D planes are never starved."""
     slice_input = getattr(request, 'slice_input', None)
     return getattr(slice_input, 'ndisplay', 2) == 3
-
-
-def same_request(a: Any, b: Any) -> bool:
-    """True if two requests would produce the same response (all fields but ``id`` equal).
-
-    napari fires both ``dims.events.point`` and ``dims.events.current_step`` for one step, so every
-    step is submitted twice; coalescing identical requests keeps the first read going instead of
-    cancelling and restarting it. Data is compared by identity; anything not cheaply comparable
-    counts as different.
-    """
-    if hasattr(a, 'same_as'):
-        return a.same_as(b)
-    if type(a) is not type(b) or not dataclasses.is_dataclass(a):
-        return False
-    return all(_same(getattr(a, f.name), getattr(b, f.name)) for f in dataclasses.fields(a) if f.name != 'id')
-
-
-def _same(x: Any, y: Any) -> bool:
-    if x is y:
-        return True
-    if isinstance(x, LazySource) or isinstance(y, LazySource):
-        return (
-            isinstance(x, LazySource)
-            and isinstance(y, LazySource)
-            and x.array is y.array
-            and x.selection() == y.selection()
-        )
-    if isinstance(x, np.ndarray) or isinstance(y, np.ndarray):
-        # Small arrays (corner pixels, level shapes) by value; large ones only by identity.
-        return (
-            isinstance(x, np.ndarray)
-            and isinstance(y, np.ndarray)
-            and x.size <= 1024
-            and x.shape == y.shape
-            and np.array_equal(x, y)
-        )
-    if hasattr(x, 'as_array') and type(x) is type(y):  # napari's _ThickNDSlice holds NaNs
-        return np.array_equal(x.as_array(), y.as_array(), equal_nan=True)
-    try:
-        return bool(x == y)
-    except Exception:  # noqa: BLE001 - e.g. elementwise comparisons
-        return False
