@@ -2,7 +2,8 @@
 #   make demo   - set everything up, then run the demo (headless under Xvfb when there is no display)
 #   make test   - set everything up, lint and type-check src/ (ruff, mypy), then run the whole test
 #                 suite twice: Python 3.11 + PyQt5 (.venv),
-#                 then the newest Python 3.12/3.13 found, zarr 3.x and numpy, under PyQt6 (.venv-pyqt6)
+#                 then the newest Python 3.12/3.13 found, zarr 3.x and numpy, under PyQt6, with the
+#                 tensorstore read engine (.venv-pyqt6): the first run reads with zarr-python
 PYTHON ?= python3
 VENV   ?= .venv
 EXTRAS ?= test
@@ -12,7 +13,7 @@ STAMP  := $(VENV)/.installed-$(EXTRAS)
 # napari[pyqt5] is a dependency).
 PYTHON2 ?= $(shell bash scripts/find-python.sh 3.12 3.13)
 VENV2   ?= .venv-pyqt6
-STAMP2  := $(VENV2)/.installed-test-pyqt6
+STAMP2  := $(VENV2)/.installed-test-pyqt6-tensorstore
 
 .PHONY: setup setup2 system test test1 test2 demo bench clean
 
@@ -29,7 +30,7 @@ $(STAMP2): pyproject.toml
 	@test -n "$(PYTHON2)" || { echo "no Python 3.12 or 3.13 found (PATH, pyenv): set PYTHON2=/path/to/python3.12" >&2; exit 1; }
 	test -x $(VENV2)/bin/python || $(PYTHON2) -m venv $(VENV2)
 	$(VENV2)/bin/python -m pip install -q --upgrade pip
-	$(VENV2)/bin/python -m pip install -q --upgrade -e ".[test,pyqt6]" "zarr>=3,<4"
+	$(VENV2)/bin/python -m pip install -q --upgrade -e ".[test,pyqt6,tensorstore]" "zarr>=3,<4"
 	touch $@
 
 setup: system $(STAMP)
