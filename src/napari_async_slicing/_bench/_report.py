@@ -97,19 +97,14 @@ def _git_facts() -> dict[str, str]:
     import subprocess
 
     root = Path(__file__).resolve().parents[3]
+
+    def git(*args: str) -> str:
+        done = subprocess.run(['git', '-C', str(root), *args], capture_output=True, text=True, timeout=10)
+        return done.stdout.strip()
+
     try:
-        head = subprocess.run(
-            ['git', '-C', str(root), 'rev-parse', '--short', 'HEAD'],
-            capture_output=True,
-            text=True,
-            timeout=10,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ['git', '-C', str(root), 'status', '--porcelain', '--untracked-files=no'],
-            capture_output=True,
-            text=True,
-            timeout=10,
-        ).stdout.strip()
+        head = git('rev-parse', '--short', 'HEAD')
+        dirty = git('status', '--porcelain', '--untracked-files=no')
     except (OSError, subprocess.SubprocessError):
         return {}
     return {'commit': head + (' (with uncommitted changes)' if dirty else '')} if head else {}
