@@ -165,11 +165,20 @@ def _tail(path: Path, lines: int = 15) -> str:
         return ''
 
 
-def _count_chunk_requests(log: list[dict[str, Any]], window: list[float]) -> int:
+def _count_chunk_requests(log: list[dict[str, Any]], window: list[float], plane: int | None = None) -> int:
+    """Chunk requests started in ``window`` (of the volume's ``plane`` only, if given: zarr v3
+    chunk keys ``c/<plane>/...``)."""
     from napari_async_slicing.testing._responses import is_metadata_path
 
     t0, t1 = window
-    return sum(1 for e in log if t0 <= e['start'] <= t1 and not is_metadata_path(e['path']))
+    key = None if plane is None else f'/c/{plane}/'
+    return sum(
+        1
+        for e in log
+        if t0 <= e['start'] <= t1
+        and not is_metadata_path(e['path'])
+        and (key is None or key in '/' + e['path'])
+    )
 
 
 def _count_requests(result: dict[str, Any], log: list[dict[str, Any]]) -> None:
@@ -189,6 +198,11 @@ def _count_requests(result: dict[str, Any], log: list[dict[str, Any]]) -> None:
             counts = [_count_chunk_requests(log, w) for w in windows]
             extra['chunk_requests'] = counts
             r['metrics']['chunk_requests_per_step'] = float(statistics.median(counts))
+        plane_windows = extra.get('plane_windows')
+        if r['scenario'] == 'S6' and plane_windows:
+            extra['plane_requests'] = [
+                _count_chunk_requests(log, [t, shown], int(z)) for t, shown, z in plane_windows
+            ]
 
 
 def run_modes(

@@ -690,6 +690,7 @@ def scenario_s6(ctx: Context) -> tuple[dict[str, float], dict[str, Any]]:
     )
     revisit: list[float] = []
     neighbour: list[float] = []
+    plane_windows: list[list[float]] = []  # [set, shown, plane] of each measured step
     with _viewer(ctx) as viewer:
         layer = _remote_layer(viewer, spec, 'S6')
         watch = PlaneWatch(viewer, layer, pattern_plane, ctx.heartbeat)
@@ -718,11 +719,13 @@ def scenario_s6(ctx: Context) -> tuple[dict[str, float], dict[str, Any]]:
             show(b, 'revisit B')
             t, shown = show(a, 'back to A')
             revisit.append((shown - t) * 1000)
+            plane_windows.append([t, shown, a])
         for p in neighbour_planes:
             _, shown_p = show(p, 'neighbour P')
             run_for(max(0.0, spec.pause_s - (now() - shown_p)))  # rest on P
             t, shown = show(p + 1, 'neighbour P+1')
             neighbour.append((shown - t) * 1000)
+            plane_windows.append([t, shown, p + 1])
         _disarm(ctx)
         watch.disconnect()
     latency_ms = spec.latency * 1000
@@ -740,6 +743,7 @@ def scenario_s6(ctx: Context) -> tuple[dict[str, float], dict[str, Any]]:
         'revisit_ms': revisit,
         'neighbour_ms': neighbour,
         'pause_s': spec.pause_s,
+        'plane_windows': plane_windows,  # the runner counts the plane's HTTP requests in each
     }
     return metrics, extra
 
