@@ -479,3 +479,31 @@ def test_a_step_costs_the_main_thread_little_beyond_napari_s_request(viewer, ser
     assert threading.main_thread().name not in planned_on and planned_on
     print(f'our part of a step: {np.median(ours_ms):.2f} ms median of main-thread CPU')  # for the notes
     assert float(np.median(ours_ms)) < 1.0, ours_ms
+
+
+def test_a_step_at_rest_to_a_cached_plane_is_shown_before_its_worker_answers(
+    viewer, server, remote_volume, qtbot, monkeypatch
+):
+    """A revisit at rest is shown from the chunk cache on the main thread once napari's step
+    handling is done (before the repaint the step asked for), not a frame later through a worker,
+    which then answers a request already shown. During a drag (a request still running) and for
+    planes the cache lacks, only the worker answers (every other test)."""
+    import threading
+
+    from napari_async_slicing.components._scheduler import Scheduler
+
+    layer = add_remote(viewer, remote_volume)
+    for z in (3, 5):
+        step_to(viewer, z)
+        qtbot.waitUntil(lambda z=z: shown_plane(viewer, layer) == z and layer.loaded, timeout=5000)
+    viewer._layer_slicer.wait_until_idle(timeout=5)
+    gate = threading.Event()
+    run = Scheduler._run
+    monkeypatch.setattr(Scheduler, '_run', lambda self, task: (gate.wait(10), run(self, task))[1])
+    try:
+        step_to(viewer, 3)  # cached: shown while its worker waits at the gate
+        qtbot.waitUntil(lambda: shown_plane(viewer, layer) == 3, timeout=3000)
+    finally:
+        gate.set()
+    viewer._layer_slicer.wait_until_idle(timeout=5)
+    assert shown_plane(viewer, layer) == 3 and layer.loaded

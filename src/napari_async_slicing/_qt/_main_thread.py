@@ -55,6 +55,10 @@ class MainThreadCaller(QObject):
         else:
             QCoreApplication.postEvent(self, _CallEvent(fn), _NORMAL_PRIORITY)
 
+    def post(self, fn: Callable[[], Any]) -> None:
+        """Run ``fn`` on the main thread once the current event is handled (always posted)."""
+        QCoreApplication.postEvent(self, _CallEvent(fn), _NORMAL_PRIORITY)
+
     def frame(self) -> int:
         """How many frames the canvas has shown."""
         return self._frames

@@ -35,7 +35,13 @@ from napari_async_slicing._reading._sources import (
     source_for,
     zarr_under_dask,
 )
-from napari_async_slicing._reading._token import NEVER, CancelToken, SliceCancelled, without_traceback
+from napari_async_slicing._reading._token import (
+    NEVER,
+    CancelToken,
+    NotCached,
+    SliceCancelled,
+    without_traceback,
+)
 
 __all__ = [
     'NEVER',
@@ -45,6 +51,7 @@ __all__ = [
     'ChunkSource',
     'Env',
     'LazySource',
+    'NotCached',
     'Progress',
     'ReadContext',
     'ReadCounters',

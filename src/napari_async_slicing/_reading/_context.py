@@ -56,6 +56,8 @@ class ReadContext:
     on_issue: Callable[[], None] | None = None
     #: How a running request shows partial results (progressive multiscale); None: it cannot.
     progress: Any = None
+    #: Read from the chunk cache only: a chunk not in it raises :class:`NotCached` (no read).
+    cache_only: bool = False
 
 
 #: Outside any request: never cancelled, no queue, nothing started ahead (a read-only memo).

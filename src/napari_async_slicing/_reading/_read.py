@@ -21,7 +21,7 @@ from napari_async_slicing._reading._loop import batched, start_on_loop
 from napari_async_slicing._reading._plan import ChunkPlan
 from napari_async_slicing._reading._queue import ChunkRead, ReadQueue, Tier
 from napari_async_slicing._reading._sources import ChunkSource, source_for
-from napari_async_slicing._reading._token import SliceCancelled
+from napari_async_slicing._reading._token import NotCached, SliceCancelled
 
 _fallback: ReadQueue | None = None
 _fallback_lock = threading.Lock()
@@ -78,6 +78,8 @@ def _send(array: Any, selection: tuple) -> _Pending:
     if context.observe is not None:
         context.observe(array, selection, array is context.coarse_array)
     tier = Tier.VISIBLE if context.tier is None else context.tier
+    if plan is None and context.cache_only:
+        raise NotCached
     if plan is None:
         whole = queue.read_whole(source, selection, context.token)
         return _Pending(start_on_loop(whole), None, {}, None)  # any dtype (a plugin's may be no numpy's)
@@ -93,13 +95,17 @@ def _send(array: Any, selection: tuple) -> _Pending:
 def _look_up(
     cache: Any, source: ChunkSource, plan: ChunkPlan, context: ReadContext
 ) -> tuple[dict, list[ChunkRead]]:
-    """The plan's chunks found in the cache, and reads of the missing ones; counts both."""
+    """The plan's chunks found in the cache, and reads of the missing ones; counts both. A
+    cache-only read looks without counting and raises :class:`NotCached` at the first miss."""
     found: dict = {}
     missing: list[ChunkRead] = []
     key = source.cache_key(cache) if cache is not None else ('uncached', id(source.array))
+    look = None if cache is None else cache.peek if context.cache_only else cache.get
     for chunk in plan.chunks:
-        value = cache.get((key, chunk)) if cache is not None else None
+        value = look((key, chunk)) if look is not None else None
         if value is None:
+            if context.cache_only:
+                raise NotCached
             missing.append(ChunkRead((key, chunk), source, chunk, plan.region(chunk)))
         else:
             found[chunk] = value

@@ -12,6 +12,11 @@ class SliceCancelled(Exception):
     """Raised inside a read when its request was superseded or the slicer shut down."""
 
 
+class NotCached(Exception):
+    """Raised inside a cache-only read (``ReadContext.cache_only``) that needs a chunk the cache
+    does not hold."""
+
+
 class CancelToken:
     """A one-way flag plus callbacks to run on cancel (e.g. cancelling a read on the IO loop)."""
 

@@ -80,9 +80,10 @@ class AsyncLayerSlicer:
         self._scheduler = Scheduler(
             options,
             execute=self._execute,
-            deliver=self._deliver,
-            apply_now=self._apply_now,
+            deliver=lambda finished: self._applier.deliver(finished),  # the applier is made next
+            apply_now=lambda finished: self._applier.apply(finished),
             done=self._done,
+            cached_first=self._cached_first,
         )
         self._applier = Applier(
             self._recorder,
@@ -296,16 +297,26 @@ class AsyncLayerSlicer:
         progress = None
         if threading.current_thread() is not self._main_thread and self._applier.call_on_main is not None:
             progress = Progress(
-                lambda response: self._deliver(Finished(task, response, preview=True)),
+                lambda response: self._applier.deliver(Finished(task, response, preview=True)),
                 self._scheduler.submit_beside,
             )
         return run_request(task, self.queue, self._prefetcher.observer(task), progress)
 
-    def _deliver(self, finished: Finished) -> None:
-        self._applier.deliver(finished)
+    def _cached_first(self, task: SliceTask) -> None:
+        """A step at rest: once napari's step handling is done, before the repaint it asked for,
+        show the plane if the chunk cache holds all of it (the worker's answer is then stale)."""
+        post = getattr(self._applier.call_on_main, 'post', None)
+        if post is None or not self.cache.enabled:
+            return
 
-    def _apply_now(self, finished: Finished) -> None:
-        self._applier.apply(finished)
+        def show_if_cached() -> None:
+            if task.future.done() or not self._scheduler.is_newest(task):
+                return  # answered or superseded meanwhile
+            finished = run_request(task, self.queue, None, None, cache_only=True)
+            if finished.error is None:
+                self._applier.apply(finished)
+
+        post(show_if_cached)
 
     def _done(self, finished: Finished) -> None:
         """Emit ``ready`` (napari's event) and complete the task's future."""

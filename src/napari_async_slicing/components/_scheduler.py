@@ -56,7 +56,9 @@ class Scheduler:
     """See the module docstring.
 
     ``execute(task) -> Finished`` runs a request (on a worker, or inline); ``deliver(finished)``
-    hands the result to the main thread; ``apply_now(finished)`` shows an inline result.
+    hands the result to the main thread; ``apply_now(finished)`` shows an inline result;
+    ``cached_first(task)`` may show a lazy request from the chunk cache before its worker does
+    (asked for a step at rest: nothing of the layer's was queued or running).
     """
 
     def __init__(
@@ -66,8 +68,10 @@ class Scheduler:
         deliver: Callable[[Finished], None],
         apply_now: Callable[[Finished], None],
         done: Callable[[Finished], None],
+        cached_first: Callable[[SliceTask], None] | None = None,
     ) -> None:
         self._execute = execute
+        self._cached_first = cached_first
         self._deliver = deliver
         self._apply_now = apply_now
         self._done = done
@@ -102,6 +106,13 @@ class Scheduler:
         lane = self._lanes.get(layer)
         return None if lane is None else lane.epoch
 
+    def idle(self, layer: Any) -> bool:
+        """Whether ``layer`` has been sliced and nothing of it is queued or running now."""
+        lane = self._lanes.get(layer)
+        return (
+            lane is not None and lane.latest_id >= 0 and (lane.current is None or lane.current.future.done())
+        )
+
     def in_flight(self) -> list[SliceTask]:
         with self._lock:
             return list(self._in_flight)
@@ -131,6 +142,8 @@ class Scheduler:
         if self._runs_inline(lane, task):
             self._run_inline(lane, task)
             return task
+        if self._cached_first is not None and not task.heavy and self.idle(layer):
+            self._cached_first(task)
         compat.mark_unloaded(layer, task.request_id)
         with self._lock:
             self._in_flight.add(task)

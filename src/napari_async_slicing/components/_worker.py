@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 from napari_async_slicing._reading import (
+    NotCached,
     Progress,
     ReadContext,
     ReadCounters,
@@ -26,13 +27,20 @@ def run_request(
     queue: ReadQueue,
     observe: Callable[[Any, tuple, bool], None] | None,
     progress: Progress | None,
+    cache_only: bool = False,
 ) -> Finished:
     """Run ``task``'s request with its token, the read queue, and (where partial results can be
-    shown) ``progress`` bound; what it gave, or the error it met. Nothing is written into the task."""
+    shown) ``progress`` bound; what it gave, or the error it met. Nothing is written into the task.
+    With ``cache_only`` nothing is read: a chunk the cache lacks ends it with ``NotCached``."""
     started = time.perf_counter()
     counters = ReadCounters()
     context = ReadContext(
-        token=task.token, queue=queue, counters=counters, observe=observe, progress=progress
+        token=task.token,
+        queue=queue,
+        counters=counters,
+        observe=observe,
+        progress=progress,
+        cache_only=cache_only,
     )
     response = None
     error: BaseException | None = None
@@ -41,7 +49,7 @@ def run_request(
         with reading(context):
             response = task.request()
         task.token.raise_if_cancelled()
-    except SliceCancelled as exc:
+    except (SliceCancelled, NotCached) as exc:
         error = without_traceback(exc)  # its frames would hold planes (and the task)
     except Exception as exc:
         # The traceback: here (off the main thread, formatted only if debug is on); not kept.
