@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import gc
+import weakref
 
 import numpy as np
 import pytest
@@ -249,5 +252,40 @@ def test_a_chunk_that_just_failed_fails_again_without_another_read():
         with pytest.raises(ValueError):
             await queue.fetch(reads(source, [1]))
         assert source.started == [(1, 0)]
+
+    run(scenario())
+
+
+_request: contextvars.ContextVar = contextvars.ContextVar('request')
+
+
+def test_finished_reads_do_not_hold_their_requests_context():
+    """A read's timeout is a timer, and a cancelled timer stays in the loop's schedule until it
+    would have fired, holding its task's context: a request's context holds its response."""
+
+    class Whole(Source):
+        async def read_whole(self, selection, env, token):
+            await asyncio.sleep(0.01)
+            return np.zeros((1, 4), np.uint16)
+
+    class Response:
+        pass
+
+    async def scenario():
+        source = Whole(0.01)
+        queue = ReadQueue(None, read_timeout=60)
+        response = Response()
+
+        async def request():
+            _request.set(response)
+            await queue.fetch(reads(source, [1, 2]))
+            await queue.read_whole(source, (slice(0, 1),), None)
+
+        await asyncio.ensure_future(request())
+        await asyncio.sleep(0.02)
+        held = weakref.ref(response)
+        del response
+        gc.collect()
+        assert held() is None
 
     run(scenario())

@@ -15,6 +15,7 @@ Everything here runs on the IO loop; other threads call in through ``_loop.call_
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import heapq
 import itertools
 import logging
@@ -183,7 +184,8 @@ class ReadQueue:
 
     async def read_whole(self, source: ChunkSource, selection: tuple, token: CancelToken) -> np.ndarray:
         """A read that is not split into chunks (nothing to share or keep), retried as one."""
-        return await retried(lambda: source.read_whole(selection, self.env, token), self.read_timeout)
+        read = retried(lambda: source.read_whole(selection, self.env, token), self.read_timeout)
+        return await _detached(read)
 
     # --- standing wants ----------------------------------------------------------------------
 
@@ -289,7 +291,7 @@ class ReadQueue:
                 heapq.heappop(self._heap)  # started, done, re-ranked or given up since
                 continue
             if started is not None and rank != started:
-                self._letting_out = asyncio.get_running_loop().create_task(self._after_out())
+                self._letting_out = _detached(self._after_out())
                 return
             if len(self._running) >= self.max_in_flight:
                 if rank[0] == Tier.VISIBLE and self._preempt():
@@ -352,7 +354,7 @@ class ReadQueue:
         self._running.add(entry)
         if entry.background:
             self.counts['started'] += 1
-        entry.task = asyncio.get_running_loop().create_task(self._run(entry))
+        entry.task = _detached(self._run(entry))  # shared: no request's read
 
     async def _run(self, entry: _Entry) -> None:
         read = entry.read
@@ -388,6 +390,13 @@ class ReadQueue:
         if self._entries.get(read.key) is entry:
             del self._entries[read.key]
         self._pump()
+
+
+def _detached(coro: Any) -> asyncio.Task:
+    """A task on this loop in an empty context, not a copy of the caller's (a request's): the
+    timers its reads cancel (timeouts) stay in the loop's schedule for a while, each holding its
+    task's context, and a request's context holds its task and response."""
+    return asyncio.get_running_loop().create_task(coro, context=contextvars.Context())
 
 
 async def _loop_quiet(max_turns: int = 32) -> None:
