@@ -256,6 +256,20 @@ def test_a_chunk_that_just_failed_fails_again_without_another_read():
     run(scenario())
 
 
+def test_a_read_given_up_before_its_task_ran_frees_its_slot():
+    """Cancelled before its first step, a read's task never runs its own cleanup."""
+
+    async def scenario():
+        source = Source(0.01)
+        queue = ReadQueue(None, max_in_flight=1)
+        queue.want('layer', [(r, Tier.VISIBLE, 0) for r in reads(source, [1])])
+        queue.want('layer', [])
+        got = await queue.fetch(reads(source, [2]))
+        assert got[(2, 0)][0, 0] == 2 and queue._running == set()
+
+    run(scenario())
+
+
 _request: contextvars.ContextVar = contextvars.ContextVar('request')
 
 

@@ -354,7 +354,16 @@ class ReadQueue:
         self._running.add(entry)
         if entry.background:
             self.counts['started'] += 1
-        entry.task = _detached(self._run(entry))  # shared: no request's read
+        task = entry.task = _detached(self._run(entry))  # shared: no request's read
+        task.add_done_callback(lambda done: self._ended(entry, done))
+
+    def _ended(self, entry: _Entry, task: asyncio.Task) -> None:
+        """A task cancelled before it ran never ran ``_run``'s cleanup: free its slot here."""
+        if entry.task is task and entry in self._running:
+            self._running.discard(entry)
+            self._set_rank(entry, _NO_RANK)
+            if not self._closed:
+                self._pump()
 
     async def _run(self, entry: _Entry) -> None:
         read = entry.read
