@@ -17,15 +17,15 @@ top allocation sites still live at the end, and live ndarrays, tasks, futures, e
 from __future__ import annotations
 
 import argparse
-import contextlib
 import gc
 import json
 import random
-import subprocess
 import sys
 import time
 
 import numpy as np
+
+from napari_async_slicing.testing import server_in_process
 
 MiB = 1024 * 1024
 
@@ -80,7 +80,7 @@ def gaps(args) -> dict:
         lambda n: notes.append((time.perf_counter(), n.message)) if n.severity >= NotificationSeverity.ERROR else None
     )
     runs = []
-    with _server_process(volume.parent, latency=0.05, failure_rate=0.3) as url:
+    with server_in_process(volume.parent, latency=0.05, failure_rate=0.3) as url:
         viewer = _viewer(args.slicer)
         heartbeat, paint = Heartbeat(3).start(), PaintMeter()
         nz = open_remote_array(f'{url}/{volume.name}').shape[0]
@@ -145,21 +145,6 @@ def _live_counts() -> dict:
     return counts
 
 
-@contextlib.contextmanager
-def _server_process(root, latency: float, failure_rate: float = 0.0):
-    """The HTTP server in a process of its own: its threads' memory and GIL are not the viewer's."""
-    code = ('import sys, time; from napari_async_slicing.testing import ZarrHTTPServer; '
-            f's = ZarrHTTPServer({str(root)!r}, latency={latency}, failure_rate={failure_rate}, '
-            'max_seconds=3600).start(); '
-            'print(s.url, flush=True); sys.stdin.read()')
-    proc = subprocess.Popen([sys.executable, '-c', code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    try:
-        yield proc.stdout.readline().strip()
-    finally:
-        proc.stdin.close()
-        proc.wait(10)
-
-
 def _in_flight(slicer) -> dict:
     """What a slicer holds in flight now (ours: queued responses, tasks, zarr loop tasks)."""
     import asyncio
@@ -187,7 +172,7 @@ def memory(args) -> dict:
     options = {} if args.cache_bytes is None else {'cache_bytes': args.cache_bytes}
     process = psutil.Process()
     rng = random.Random(args.seed)
-    with _server_process(volume.parent, latency=0.01) as url:
+    with server_in_process(volume.parent, latency=0.01) as url:
         viewer = _viewer(args.slicer, **options)
         layer = viewer.add_image(open_remote_array(f'{url}/{volume.name}'), contrast_limits=(0, 65535))
         _run_until(lambda: _shown(viewer, layer) is not None and layer.loaded, 60)

@@ -18,16 +18,11 @@ Viewers using our slicer get the workaround from ``enable()``, so this session r
 
 from __future__ import annotations
 
-import contextlib
 import gc
 import os
 import random
-import subprocess
-import sys
 import time
-from collections.abc import Iterator
 from concurrent.futures import Future
-from pathlib import Path
 
 import numpy as np
 import psutil
@@ -35,7 +30,7 @@ import pytest
 
 from napari_async_slicing._napari_compat import canvas_widget_of, update_canvas
 from napari_async_slicing.components._task import SliceTask as _Task
-from napari_async_slicing.testing import ZarrHTTPServer, make_volume, open_remote_array
+from napari_async_slicing.testing import ZarrHTTPServer, make_volume, open_remote_array, server_in_process
 
 MiB = 1024 * 1024
 BUDGET = 24 * MiB
@@ -169,20 +164,6 @@ WALK = (300, 1024, 1024)  # uint16: 600 MiB, 2 MiB a plane in 4 chunks
 WALK_SECONDS = 60.0
 
 
-@contextlib.contextmanager
-def server_process(root: Path, latency: float) -> Iterator[str]:
-    """The HTTP server in a process of its own (its threads' memory is not the viewer's)."""
-    code = ('import sys; from napari_async_slicing.testing import ZarrHTTPServer; '
-            f's = ZarrHTTPServer({str(root)!r}, latency={latency}, max_seconds=900).start(); '
-            'print(s.url, flush=True); sys.stdin.read()')
-    proc = subprocess.Popen([sys.executable, '-c', code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    try:
-        yield proc.stdout.readline().strip()
-    finally:
-        proc.stdin.close()
-        proc.wait(10)
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize('cache_bytes', [None, 0], ids=['default-budget', 'cache-off'])
 def test_random_walk_growth_from_the_first_plane(viewer_with, qtbot, cache_bytes):
@@ -191,7 +172,7 @@ def test_random_walk_growth_from_the_first_plane(viewer_with, qtbot, cache_bytes
     volume = make_volume(cache_dir() / 'issue22' / 'walk.zarr', shape=WALK, chunks=(1, 512, 512))
     rng = random.Random(1)
     process = psutil.Process()
-    with server_process(volume.parent, latency=0.01) as url:
+    with server_in_process(volume.parent, latency=0.01, max_seconds=900) as url:
         viewer = viewer_with() if cache_bytes is None else viewer_with(cache_bytes=cache_bytes)
         budget = viewer._layer_slicer.cache.max_bytes
         layer = viewer.add_image(open_remote_array(f'{url}/{volume.name}'), contrast_limits=(0, 65535))

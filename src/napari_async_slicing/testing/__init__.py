@@ -7,7 +7,7 @@ Fixtures live in :mod:`napari_async_slicing.testing.pytest_plugin`.
 from ._cli import serve_main
 from ._data import expected_plane, make_ome_zarr, make_volume, plane_value, sample_data, which_plane
 from ._open import open_remote_array, open_remote_group, open_remote_store
-from ._server import ZarrHTTPServer
+from ._server import ZarrHTTPServer, server_in_process
 
 __all__ = [
     'ZarrHTTPServer',
@@ -20,5 +20,6 @@ __all__ = [
     'plane_value',
     'sample_data',
     'serve_main',
+    'server_in_process',
     'which_plane',
 ]

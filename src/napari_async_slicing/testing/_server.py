@@ -8,8 +8,11 @@ import dataclasses
 import random
 import socket
 import socketserver
+import subprocess
+import sys
 import threading
 import time
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import TracebackType
@@ -424,3 +427,27 @@ class ZarrHTTPServer:
                 h.close_connection = True
             entry['end'] = time.perf_counter()
             self._finish(entry)
+
+
+@contextlib.contextmanager
+def server_in_process(
+    root: str | Path, latency: float = 0.0, failure_rate: float = 0.0, max_seconds: float = 3600
+) -> Iterator[str]:
+    """A :class:`ZarrHTTPServer` on ``root`` in a process of its own (its threads' memory and GIL
+    are not the caller's); yields its URL, stops it on exit."""
+    code = (
+        'import sys; from napari_async_slicing.testing import ZarrHTTPServer; '
+        f's = ZarrHTTPServer({str(root)!r}, latency={latency}, failure_rate={failure_rate}, '
+        f'max_seconds={max_seconds}).start(); '
+        'print(s.url, flush=True); sys.stdin.read()'
+    )
+    proc = subprocess.Popen(
+        [sys.executable, '-c', code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert proc.stdout is not None and proc.stdin is not None
+        yield proc.stdout.readline().strip()
+    finally:
+        if proc.stdin is not None:
+            proc.stdin.close()
+        proc.wait(10)
