@@ -38,6 +38,10 @@ class SlicingOptions:
     #: thread works, so reads finish sooner and more of a scrub's planes are shown, but each shown
     #: plane costs the main thread a repaint (see the design doc's A/B before turning it on).
     switch_interval: float = 0.0
+    #: Freeze Python's garbage collector's objects when the viewer is at rest, so that full
+    #: collections during a drag walk only what was made since (``_gc_freeze``; thawed when a
+    #: layer is removed or the viewer closes). ``NAPARI_ASYNC_SLICING_FREEZE_GC=0`` turns it off.
+    freeze_gc: bool = True
     #: What reads zarr arrays (and the zarr array under ``dask.array.from_zarr``): ``'zarr'``
     #: (zarr-python), ``'tensorstore'`` (where it is installed and the store maps to a
     #: tensorstore spec; anything else falls back to zarr-python), or ``'auto'``: whichever the
@@ -85,6 +89,8 @@ class SlicingOptions:
                 values[f.name] = raw.strip() if f.name == 'read_engine' else raw
             elif f.name in ('screenshot_timeout', 'read_timeout', 'switch_interval'):
                 values[f.name] = float(raw)
+            elif f.name == 'freeze_gc':
+                values[f.name] = raw.strip().lower() not in ('0', 'false', 'no', 'off')
             else:
                 values[f.name] = int(raw)
         unknown = set(overrides) - {f.name for f in dataclasses.fields(cls)}

@@ -21,8 +21,8 @@ from typing import Any
 
 from napari.utils.events.event import EmitterGroup, Event
 
+from napari_async_slicing import _gc_freeze, _switch_interval
 from napari_async_slicing import _napari_compat as compat
-from napari_async_slicing import _switch_interval
 from napari_async_slicing._cache import ChunkCache
 from napari_async_slicing._options import SlicingOptions
 from napari_async_slicing._reading import (
@@ -90,8 +90,9 @@ class AsyncLayerSlicer:
             epoch_of=self._scheduler.epoch,
             is_newest=self._scheduler.is_newest,
             idle=lambda: not self._scheduler.in_flight(),
-            rested=lambda layers: self._prefetcher.rested([id(layer) for layer in layers]),
+            rested=self._rested,
         )
+        self._freezer = _gc_freeze.Freezer(options.freeze_gc, idle=lambda: not self._scheduler.in_flight())
         self._prefetcher = Prefetcher(self.queue, options.prefetch_radius)
         self._hooks = LayerHooks(self.data_changed)
         self._motion: weakref.WeakKeyDictionary[Any, Motion] = weakref.WeakKeyDictionary()
@@ -180,6 +181,7 @@ class AsyncLayerSlicer:
         self.events.disconnect()
         self.events.ready.disconnect()
         self._release_switch_interval()
+        self._freezer.close()
 
     # --- ours ----------------------------------------------------------------------------------
 
@@ -222,6 +224,7 @@ class AsyncLayerSlicer:
         self._prefetcher.forget(id(layer))
         self._motion.pop(layer, None)
         _registry.unmanage(layer)
+        _gc_freeze.thaw()  # what held the layer in cycles may be frozen
 
     def knows(self, layer: Any) -> bool:
         """Whether the slicer has sliced ``layer`` (and not forgotten it)."""
@@ -301,6 +304,11 @@ class AsyncLayerSlicer:
                 self._scheduler.submit_beside,
             )
         return run_request(task, self.queue, self._prefetcher.observer(task), progress)
+
+    def _rested(self, layers: list[Any]) -> None:
+        """Main thread: these layers show their newest plane and nothing visible is in flight."""
+        self._prefetcher.rested([id(layer) for layer in layers])
+        self._freezer.rested(self._applier.call_on_main)
 
     def _cached_first(self, task: SliceTask) -> None:
         """A step at rest: once napari's step handling is done, before the repaint it asked for,
