@@ -57,15 +57,8 @@ from napari_async_slicing._reading._token import CancelToken
 
 logger = logging.getLogger(__name__)
 
-#: What ``read_engine='auto'`` picks where tensorstore is installed: tensorstore. It won the
-#: A/B of docs/bench/read-engines.md (2-core machine, 100 ms a request, 20 repetitions an engine,
-#: interleaved; Python 3.11 / zarr 3.1.6 and Python 3.12 / zarr 3.4.2, tensorstore 0.1.86): S1's
-#: final plane 87 vs 102 ms and 92 vs 109 ms after the last step, 14 vs 11 and 13 vs 10 planes
-#: shown, CPU outside the main thread per plane 0.86x and 0.80x; S8 (dask multiscale) final plane
-#: after the last step was due 0.43-0.65x, max main-thread gap with paint taken out 25-34 vs
-#: 153-168 ms; S3 and S6 the same or better; nothing worse beyond the main thread's CPU for the
-#: extra planes it shows. Not met with either engine: a plane read under a busy main thread is
-#: 1.16x the same read idle with tensorstore chunk by chunk (zarr-python 1.25x).
+#: What ``read_engine='auto'`` picks where tensorstore is installed: tensorstore, which won the
+#: engines' A/B (docs/bench/read-engines.md; what it does not meet: the design doc's "Not yet").
 AUTO_USES_TENSORSTORE = True
 
 #: tensorstore's own HTTP request limit: above the read queue's reads in flight, so that it never
