@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import weakref
+from collections.abc import Iterator
 
 import pytest
 
@@ -14,7 +15,7 @@ from .test_slicer import add_remote, shown_plane, step_to
 
 
 @pytest.fixture(autouse=True)
-def thawed() -> int:
+def thawed() -> Iterator[int]:
     """Nothing of ours frozen; what the interpreter keeps frozen itself (its count)."""
     _gc_freeze.thaw()
     yield gc.get_freeze_count()

@@ -85,14 +85,18 @@ class AsyncLayerSlicer:
             done=self._done,
             cached_first=self._cached_first,
         )
+
+        def idle() -> bool:
+            return not self._scheduler.in_flight()
+
         self._applier = Applier(
             self._recorder,
             epoch_of=self._scheduler.epoch,
             is_newest=self._scheduler.is_newest,
-            idle=lambda: not self._scheduler.in_flight(),
+            idle=idle,
             rested=self._rested,
         )
-        self._freezer = _gc_freeze.Freezer(options.freeze_gc, idle=lambda: not self._scheduler.in_flight())
+        self._freezer = _gc_freeze.Freezer(options.freeze_gc, idle=idle)
         self._prefetcher = Prefetcher(self.queue, options.prefetch_radius)
         self._hooks = LayerHooks(self.data_changed)
         self._motion: weakref.WeakKeyDictionary[Any, Motion] = weakref.WeakKeyDictionary()
