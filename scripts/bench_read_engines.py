@@ -30,15 +30,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import concurrent.futures
-import contextlib
 import json
 import platform
 import statistics
-import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -47,32 +45,6 @@ import numpy as np
 IN_FLIGHT = 4
 #: Never wait longer than this for one batch (a stuck reader ends the run, it does not hang it).
 BATCH_TIMEOUT_S = 120.0
-
-
-@contextlib.contextmanager
-def server_process(root: Path, latency: float) -> Iterator[str]:
-    """``ZarrHTTPServer`` over ``root`` on 127.0.0.1 in a child process; yields its URL. The child
-    ends when its stdin closes, or after an hour whatever happens."""
-    code = (
-        'import sys; from napari_async_slicing.testing import ZarrHTTPServer; '
-        f's = ZarrHTTPServer({str(root)!r}, latency={latency}, max_seconds=3600).start(); '
-        'print(s.url, flush=True); sys.stdin.read(); s.stop()'
-    )
-    proc = subprocess.Popen(
-        [sys.executable, '-c', code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
-    )
-    try:
-        url = proc.stdout.readline().strip()
-        if not url.startswith('http://127.0.0.1:'):
-            raise RuntimeError(f'the server did not start: {url!r}')
-        yield url
-    finally:
-        proc.stdin.close()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
 
 
 class Busy:
@@ -200,14 +172,14 @@ def main(argv: list[str] | None = None) -> int:
     if not 1 <= args.reps <= 100 or not 1 <= args.planes <= 200:
         parser.error('--reps in 1..100, --planes in 1..200')
 
-    from napari_async_slicing.testing import sample_data
+    from napari_async_slicing.testing import sample_data, server_in_process
 
     volume = sample_data('volume', args.size)
     names = [n.strip() for n in args.readers.split(',') if n.strip()]
     modes = {'idle': idle_until, 'busy': Busy(args.busy_ms, args.period_ms).run_until}
     runs: dict[str, dict[str, list[dict[str, Any]]]] = {n: {m: [] for m in modes} for n in names}
     with (
-        server_process(volume.parent, args.latency) as base,
+        server_in_process(volume.parent, latency=args.latency) as base,
         concurrent.futures.ThreadPoolExecutor(IN_FLIGHT, thread_name_prefix='reader') as pool,
     ):
         url = f'{base}/{volume.name}'

@@ -434,20 +434,28 @@ def server_in_process(
     root: str | Path, latency: float = 0.0, failure_rate: float = 0.0, max_seconds: float = 3600
 ) -> Iterator[str]:
     """A :class:`ZarrHTTPServer` on ``root`` in a process of its own (its threads' memory and GIL
-    are not the caller's); yields its URL, stops it on exit."""
+    are not the caller's); yields its URL. The child stops when its stdin closes (on exit), or
+    after ``max_seconds`` whatever happens; one that does not end is killed."""
     code = (
         'import sys; from napari_async_slicing.testing import ZarrHTTPServer; '
         f's = ZarrHTTPServer({str(root)!r}, latency={latency}, failure_rate={failure_rate}, '
         f'max_seconds={max_seconds}).start(); '
-        'print(s.url, flush=True); sys.stdin.read()'
+        'print(s.url, flush=True); sys.stdin.read(); s.stop()'
     )
     proc = subprocess.Popen(
         [sys.executable, '-c', code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
     )
     try:
         assert proc.stdout is not None and proc.stdin is not None
-        yield proc.stdout.readline().strip()
+        url = proc.stdout.readline().strip()
+        if not url.startswith('http://127.0.0.1:'):
+            raise RuntimeError(f'the server did not start: {url!r}')
+        yield url
     finally:
         if proc.stdin is not None:
             proc.stdin.close()
-        proc.wait(10)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
