@@ -477,6 +477,93 @@ def test_cancel_stops_chunk_reads_not_sent_yet(server, engine):
     assert [e['status'] for e in chunks] == [200, 200]  # on the wire: ran to the end
 
 
+def _on_io_loop(coro, timeout: float = 10.0):
+    from napari_async_slicing._reading._loop import io_loop
+
+    return asyncio.run_coroutine_threadsafe(coro, io_loop()).result(timeout)
+
+
+def _count_wakes_from_tensorstore(monkeypatch) -> list:
+    """Calls into zarr's loop made on tensorstore's threads (not started by Python)."""
+    from napari_async_slicing._reading._loop import io_loop
+
+    loop = io_loop()
+    calls: list = []
+    original = loop.call_soon_threadsafe
+
+    def counted(*args, **kwargs):
+        if isinstance(threading.current_thread(), threading._DummyThread):
+            calls.append(args[0])
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(loop, 'call_soon_threadsafe', counted)
+    return calls
+
+
+def test_chunk_reads_started_together_wake_the_loop_less_than_once_a_chunk(server, engine, monkeypatch):
+    """A plane's chunk reads start in one turn of zarr's loop and are settled by one task: a
+    finishing read calls into the loop only if it is the one waited on. Each read awaited on
+    its own calls in once a chunk (and each call takes the GIL on tensorstore's thread)."""
+    z = open_remote_array(server.url_for('volume.zarr'))
+    queue = queue_of(engine, cache_bytes=0)
+    read_through(queue, z, (0, 0, 0))  # opened
+    server.wait_idle()
+    server.configure(latency=0.2)  # every request waits as long: they finish together
+    calls = _count_wakes_from_tensorstore(monkeypatch)
+    np.testing.assert_array_equal(read_through(queue, z, (slice(1, 5),)), z[1:5])  # 16 chunks
+    assert 1 <= len(calls) <= 8, len(calls)
+
+
+def test_a_read_cancelled_in_its_turn_leaves_the_others_to_finish(server, engine):
+    z = open_remote_array(server.url_for('volume.zarr'))
+    store = _on_io_loop(engine.store_for(engine.source(z)))
+    expected = z[3:4, 32:64, 0:32]
+    server.wait_idle()
+    server.configure(latency=0.3)
+    server.reset_counters()
+    regions = [(slice(3, 4), slice(y, y + 32), slice(0, 32)) for y in (0, 32)]
+
+    async def turn():
+        futures = [engine.read(store, region) for region in regions]  # one turn
+        await asyncio.sleep(0.1)
+        futures[0].cancel()
+        return await futures[1], futures[0]
+
+    data, cancelled = _on_io_loop(turn())
+    np.testing.assert_array_equal(data, expected)
+    assert cancelled.cancelled()
+    server.wait_idle()
+    assert server.chunk_requests == 2  # both were on the wire
+
+
+def test_a_stalled_read_does_not_hold_back_its_turn(server, own_server, engine):
+    """The settling task waits on one read at a time, but never longer than ``SWEEP_S`` before it
+    looks at the others again: a read that finished is handed over while the one waited on
+    stalls (here two servers, so that the first read of the turn stalls and the second not)."""
+
+    def opened_store(srv):
+        z = open_remote_array(srv.url_for('volume.zarr'))
+        return z, _on_io_loop(engine.store_for(engine.source(z)))
+
+    _, stalling = opened_store(own_server)
+    z, answering = opened_store(server)
+    own_server.configure(failure_rate=1.0, failure_mode='stall', stall_seconds=5)
+    region = (slice(5, 6), slice(32, 64), slice(0, 32))
+
+    async def turn():
+        first = engine.read(stalling, region)  # waited on first: it stalls
+        second = engine.read(answering, region)
+        start = time.monotonic()
+        try:
+            return await second, time.monotonic() - start
+        finally:
+            first.cancel()
+
+    data, elapsed = _on_io_loop(turn())
+    np.testing.assert_array_equal(data, z[5:6, 32:64, 0:32])
+    assert elapsed < 1.0  # the stall lasts 5 s
+
+
 def test_one_future_cancel_leaves_queued_requests_to_tensorstore(server):
     """Why the queue keeps the queuing (documents tensorstore 0.1.86): one future over many
     chunks, cancelled, still has every request tensorstore queued sent."""

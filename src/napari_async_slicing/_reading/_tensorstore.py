@@ -2,8 +2,10 @@
 
 - :class:`TensorstoreSource` is the :class:`ChunkSource` of a zarr array whose store maps to a
   tensorstore spec (:mod:`._tensorstore_spec`): each chunk the read queue asks for is one
-  tensorstore future (``store[region].read()``) awaited on zarr's asyncio loop (tensorstore's
-  ``Future.__await__`` wraps it in a future of the running loop; cancelling the task cancels it).
+  tensorstore read (``store[region].read()``) behind a future of zarr's asyncio loop
+  (:meth:`TensorstoreEngine.read`; cancelling the future cancels the read). The reads started in
+  one turn of the loop (a plane's chunks) are handed over together (:class:`_Turn`): tensorstore
+  calls into Python when the read waited on finishes, not once per chunk.
   The queue does the rest, as for :class:`ZarrSource`: which chunks go out first and how many
   (``MAX_IN_FLIGHT``), sharing, per-chunk retries within ``read_timeout``, the chunk cache, and
   progress (a request counts its chunks as they come).
@@ -39,6 +41,7 @@ are not split into chunks (``read_whole``) are read by zarr-python too.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import math
 import os
@@ -223,6 +226,8 @@ def context_spec() -> dict[str, Any]:
 
 
 _MISSING = object()
+#: The longest a finished chunk read waits for the read its turn waits on (``_Turn.sweep``).
+SWEEP_S = 0.05
 
 
 class TensorstoreEngine:
@@ -246,6 +251,8 @@ class TensorstoreEngine:
         #: (zarr's loop only).
         self._stores: dict[int, Any] = {}
         self._closed = False
+        #: Chunk reads started in this turn of zarr's loop, settled together (zarr's loop only).
+        self._turn: _Turn | None = None
         #: Chunks read by tensorstore, and by zarr-python for arrays tensorstore could not open.
         self.counts = {'tensorstore_chunks': 0, 'zarr_chunks': 0}
 
@@ -318,6 +325,33 @@ class TensorstoreEngine:
             return await asyncio.shield(state)
         return state
 
+    def read(self, store: Any, region: tuple[slice, ...]) -> asyncio.Future:
+        """On zarr's loop: a future of ``store[region]``, read by tensorstore now (its errors
+        translated); cancelling the future cancels the read.
+
+        The reads started in one turn of the loop (a plane's chunks) are handed over together
+        (:class:`_Turn`): one unfinished read at a time is waited on, and every finished one is
+        taken when it finishes. A finishing read calls into Python only if it is the one waited
+        on; a chunk read awaited on its own takes the GIL on tensorstore's thread when it
+        finishes, each after the other when the main thread is busy, where a plane needs all
+        of its chunks anyway.
+        """
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        read = store[region].read()
+        future.add_done_callback(lambda f: read.cancel() if f.cancelled() else None)
+        if self._turn is None:
+            self._turn = _Turn(loop)
+            # An empty context: the callback holds nothing of the request that started the turn.
+            loop.call_soon(self._end_turn, context=contextvars.Context())
+        self._turn.reads.append((read, future))
+        return future
+
+    def _end_turn(self) -> None:
+        turn, self._turn = self._turn, None
+        if turn is not None:
+            turn.sweep()
+
     async def _open(self, key: int, zarr_array: Any, spec: dict[str, Any]) -> Any:
         ts = _ts()
         # What was read once is used as it is (zarr-python does not revalidate either).
@@ -351,6 +385,55 @@ class TensorstoreEngine:
         return store
 
 
+class _Turn:
+    """The tensorstore reads started in one turn of zarr's loop, handed to their futures as they
+    finish (see :meth:`TensorstoreEngine.read`). Loop callbacks, not a task: a task would add
+    turns of the loop between a read finishing and its reader resuming, and each turn of the
+    loop gives the GIL up (its ``select``) and may wait a switch interval for it."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.reads: list[tuple[Any, asyncio.Future]] = []
+        self._waited: Any = None
+        self._timer: asyncio.TimerHandle | None = None
+
+    def sweep(self) -> None:
+        """Hand over every finished read; wait on the first unfinished one, at most ``SWEEP_S``
+        (a stalled read does not hold back the others)."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        left = []
+        for read, future in self.reads:
+            if future.done():  # cancelled by its reader: the read was cancelled with it
+                continue
+            if not read.done():
+                left.append((read, future))
+                continue
+            try:
+                future.set_result(read.result())  # finished: returns at once, GIL held
+            except asyncio.CancelledError:
+                future.cancel()
+            except Exception as exc:  # noqa: BLE001 - its reader raises it
+                future.set_exception(translate_error(exc))
+        self.reads = left
+        if not left:
+            return
+        if left[0][0] is not self._waited:
+            self._waited = left[0][0]
+            self._waited.add_done_callback(self._finished)
+        self._timer = self.loop.call_later(SWEEP_S, self.sweep)
+
+    def _finished(self, read: Any) -> None:
+        """On tensorstore's thread: a read waited on finished."""
+        if read is not self._waited:
+            return
+        try:
+            self.loop.call_soon_threadsafe(self.sweep)
+        except RuntimeError:  # the loop was closed
+            pass
+
+
 class TensorstoreSource(ZarrSource):
     """A zarr array read by tensorstore, one future per chunk; see the module docstring.
 
@@ -372,7 +455,7 @@ class TensorstoreSource(ZarrSource):
             self.engine.counts['zarr_chunks'] += 1
             return await super().read_chunk(chunk, region, env, token)
         self.engine.counts['tensorstore_chunks'] += 1
-        return np.asarray(await awaited(store[region].read()))
+        return np.asarray(await self.engine.read(store, region))
 
 
 __all__ = [
