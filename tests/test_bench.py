@@ -272,3 +272,42 @@ def test_asv_benchmarks_run_once(monkeypatch, tiny_bench):
                 ran += 1
     assert asked and all(modes == tuple(MODES) for _, modes in asked)
     assert ran >= 3 * 12
+
+
+def test_stall_profile_leaves_paint_out():
+    """The stall profile is of the gaps with paint taken out: samples taken while the main
+    thread paints are counted, not profiled."""
+    import threading
+    import time
+
+    from napari_async_slicing._bench._probe import StallSampler
+
+    class Silent:  # a heartbeat that stopped beating
+        last = time.perf_counter()
+
+    painting = threading.Event()
+    sampler = StallSampler(Silent(), threshold=0.001, period=0.001, painting=painting.is_set)
+    sampler.start()
+    try:
+        sampler.arm()
+        painting.set()
+        assert _wait(lambda: sampler.samples_in_paint >= 5)
+        assert sampler.samples == 0
+        painting.clear()
+        assert _wait(lambda: sampler.samples >= 5)
+    finally:
+        sampler.stop()
+        sampler.join(5)
+    summary = sampler.summary()
+    assert summary['samples_in_paint'] >= 5 and summary['samples'] >= 5
+
+
+def _wait(predicate, timeout: float = 5.0) -> bool:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.01)
+    return predicate()

@@ -299,6 +299,10 @@ class PaintMeter:
     def stop(self) -> None:
         self._app.removeEventFilter(self._filter)
 
+    def painting(self) -> bool:
+        """Whether the main thread is inside a paint event now (any thread may ask)."""
+        return self._depth > 0
+
     def within(self, t0: float, t1: float) -> list[tuple[float, float, float]]:
         return [iv for iv in self.intervals if iv[1] > t0 and iv[0] < t1]
 
@@ -442,9 +446,19 @@ class StallSampler(threading.Thread):
     LONGEST = 3
     FRAMES_PER_SAMPLE = 4
 
-    def __init__(self, heartbeat: Heartbeat, threshold: float = 0.010, period: float = 0.002) -> None:
+    def __init__(
+        self,
+        heartbeat: Heartbeat,
+        threshold: float = 0.010,
+        period: float = 0.002,
+        painting: Callable[[], bool] | None = None,
+    ) -> None:
         super().__init__(name='bench-stall-sampler', daemon=True)
         self.heartbeat = heartbeat
+        #: Whether the main thread is painting now: such samples are counted, not profiled (the
+        #: profile is of the gaps with paint taken out).
+        self.painting = painting or (lambda: False)
+        self.samples_in_paint = 0
         self.threshold = threshold
         self.period = period
         self.main_id = threading.main_thread().ident
@@ -458,7 +472,7 @@ class StallSampler(threading.Thread):
         self._stall: tuple[float, list[tuple[float, tuple[str, ...]]]] | None = None
         self.longest: list[tuple[float, list[tuple[float, tuple[str, ...]]]]] = []
         self._armed = threading.Event()
-        self._stop = threading.Event()
+        self._stopping = threading.Event()
 
     IN_QT = '[no Python frame: Qt C++ (paint, layout, X11) or waiting for the GIL]'
     _LOOP_FRAMES = ('_bench/_probe.py:run_for', '_bench/_probe.py:run_until')
@@ -470,7 +484,7 @@ class StallSampler(threading.Thread):
         self._armed.clear()
 
     def stop(self) -> None:
-        self._stop.set()
+        self._stopping.set()
 
     @staticmethod
     def _frame_name(frame: Any) -> str:
@@ -483,10 +497,13 @@ class StallSampler(threading.Thread):
         return f'{path}:{code.co_name}'
 
     def run(self) -> None:
-        while not self._stop.wait(self.period):
+        while not self._stopping.wait(self.period):
             last = self.heartbeat.last
             if not self._armed.is_set() or now() - last < self.threshold:
                 self._end_stall(last)
+                continue
+            if self.painting():
+                self.samples_in_paint += 1
                 continue
             frames = sys._current_frames()
             frame = frames.get(self.main_id) if self.main_id is not None else None
@@ -528,6 +545,7 @@ class StallSampler(threading.Thread):
     def summary(self, top: int = 25) -> dict[str, Any]:
         return {
             'samples': self.samples,
+            'samples_in_paint': self.samples_in_paint,
             'period_ms': self.period * 1000,
             'threshold_ms': self.threshold * 1000,
             'inclusive': self.inclusive.most_common(top),

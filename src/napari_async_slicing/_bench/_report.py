@@ -374,7 +374,8 @@ def stall_report(profiles: dict[str, Any]) -> str:
     for mode, prof in profiles.items():
         lines += [
             f'== {mode}: {prof["samples"]} samples of the main thread while its heartbeat was '
-            f'late by > {prof["threshold_ms"]:.0f} ms (every {prof["period_ms"]:.0f} ms)',
+            f'late by > {prof["threshold_ms"]:.0f} ms (every {prof["period_ms"]:.0f} ms), outside '
+            f'paint ({prof.get("samples_in_paint", 0)} more while it painted, not profiled)',
             '',
             'inclusive (function on the stack):',
         ]

@@ -46,7 +46,7 @@ class Context:
         self.paint = PaintMeter()
         self.sampler: StallSampler | None = None
         if spec.profile_gaps:
-            self.sampler = StallSampler(self.heartbeat)
+            self.sampler = StallSampler(self.heartbeat, painting=self.paint.painting)
             self.sampler.start()
         self.viewer: Any = None
         #: What tensorstore read in the last viewer (ours reading with it; else None).
