@@ -207,7 +207,6 @@ def main(argv: list[str] | None = None) -> int:
         }
         for name, by_mode in runs.items()
     }
-    import tensorstore
     import zarr
 
     from napari_async_slicing._reading._tensorstore import context_spec
@@ -215,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
     versions = {
         'python': platform.python_version(),
         'zarr': zarr.__version__,
-        'tensorstore': getattr(tensorstore, '__version__', None) or _dist_version('tensorstore'),
+        'tensorstore': _dist_version('tensorstore'),
     }
     result = {
         'scenario': {
