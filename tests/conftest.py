@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -100,3 +101,14 @@ def vispy_data(viewer, layer) -> np.ndarray:
 
     node = vispy_node(viewer, layer)
     return np.asarray(node._last_data if hasattr(node, '_last_data') else node._data)
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = 5.0) -> bool:
+    """Whether ``predicate`` became true within ``timeout`` seconds (polled, no Qt events)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.005)
+    return predicate()
+

@@ -17,6 +17,8 @@ import pytest
 from napari_async_slicing._bench import MODES, bench_main
 from napari_async_slicing._bench._config import MODE_TITLES
 
+from .conftest import wait_until
+
 REPO = Path(__file__).resolve().parents[1]
 HAVE_MATPLOTLIB = importlib.util.find_spec('matplotlib') is not None
 NUMBER = re.compile(r'^-?\d+(\.\d+)?( ms|×)?$')
@@ -291,23 +293,13 @@ def test_stall_profile_leaves_paint_out():
     try:
         sampler.arm()
         painting.set()
-        assert _wait(lambda: sampler.samples_in_paint >= 5)
+        assert wait_until(lambda: sampler.samples_in_paint >= 5)
         assert sampler.samples == 0
         painting.clear()
-        assert _wait(lambda: sampler.samples >= 5)
+        assert wait_until(lambda: sampler.samples >= 5)
     finally:
         sampler.stop()
         sampler.join(5)
     summary = sampler.summary()
     assert summary['samples_in_paint'] >= 5 and summary['samples'] >= 5
 
-
-def _wait(predicate, timeout: float = 5.0) -> bool:
-    import time
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.01)
-    return predicate()

@@ -39,7 +39,7 @@ from napari_async_slicing._reading._sources import ArraySource, DaskSource, Zarr
 from napari_async_slicing._reading._tensorstore_spec import spec_for  # noqa: E402
 from napari_async_slicing.testing import ZarrHTTPServer, open_remote_array  # noqa: E402
 
-from .conftest import SHAPE  # noqa: E402
+from .conftest import SHAPE, wait_until  # noqa: E402
 
 
 @pytest.fixture
@@ -80,15 +80,6 @@ def data_root(tmp_path, volume_path) -> Path:
 def own_server(data_root):
     with ZarrHTTPServer(data_root, max_seconds=300) as srv:
         yield srv
-
-
-def wait_for(predicate, timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return predicate()
 
 
 # --- spec mapping ------------------------------------------------------------------------------
@@ -405,7 +396,7 @@ def test_5xx_burst_is_retried_per_chunk(server, engine):
     result: list = []
     reader = threading.Thread(target=lambda: result.append(read_through(queue, z, (6,))))
     reader.start()
-    assert wait_for(lambda: server.failures_injected >= 4)
+    assert wait_until(lambda: server.failures_injected >= 4)
     server.configure(failure_rate=0.0)
     reader.join(20)
     np.testing.assert_array_equal(result[0], z[6])
@@ -574,7 +565,7 @@ def test_one_future_cancel_leaves_queued_requests_to_tensorstore(server):
     future = store[0:4].read()  # 16 chunks
     time.sleep(0.1)
     future.cancel()
-    assert wait_for(lambda: server.chunk_requests == 16, timeout=4.0), server.chunk_requests
+    assert wait_until(lambda: server.chunk_requests == 16, timeout=4.0), server.chunk_requests
 
 
 def test_stalled_server_ends_within_read_timeout(server, engine):

@@ -36,6 +36,8 @@ from napari_async_slicing.testing import (
 )
 from napari_async_slicing.testing._open import StoreKind
 
+from .conftest import wait_until
+
 # The fixtures module rather than ``.pytest_plugin``: once that module is also loaded
 # through its pytest11 entry point, pluggy refuses to register it a second time.
 pytest_plugins = ["napari_async_slicing.testing._fixtures"]
@@ -55,15 +57,6 @@ def _get(server: ZarrHTTPServer, path: str, method: str = "GET",
         return resp.status, dict(resp.getheaders()), resp.read()
     finally:
         conn.close()
-
-
-def _wait_until(predicate: Callable[[], bool], timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.005)
-    return predicate()
 
 
 @pytest.fixture
@@ -357,7 +350,7 @@ def test_stall_is_interrupted_by_stop(tiny_volume: Path, zarr_server_factory: Fa
 
     reader = threading.Thread(target=read, daemon=True)
     reader.start()
-    assert _wait_until(lambda: server.in_flight == 1)
+    assert wait_until(lambda: server.in_flight == 1)
     time.sleep(0.1)
     assert reader.is_alive()  # stalled
     t0 = time.perf_counter()
