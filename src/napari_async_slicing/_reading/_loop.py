@@ -74,36 +74,28 @@ def batched() -> Iterator[None]:
 
 def start_on_loop(coro: Coroutine[Any, Any, Any]) -> concurrent.futures.Future:
     """Run ``coro`` on the IO loop, in a copy of this thread's context; a future for its result
-    whose ``cancel()`` cancels the task (``asyncio.run_coroutine_threadsafe``, batched).
-
-    The task sets the future as it ends, not from a done callback: one turn of the loop fewer
-    before the waiting thread wakes (each turn gives the GIL up and may wait to get it back).
-    """
+    whose ``cancel()`` cancels the task (``asyncio.run_coroutine_threadsafe``, batched)."""
     future: concurrent.futures.Future = concurrent.futures.Future()
     context = contextvars.copy_context()
-
-    async def run() -> None:
-        try:
-            result = await coro
-        except asyncio.CancelledError:
-            future.cancel()
-            future.set_running_or_notify_cancel()
-            raise
-        except BaseException as exc:
-            if future.set_running_or_notify_cancel():
-                future.set_exception(exc)
-            if not isinstance(exc, Exception):
-                raise
-        else:
-            if future.set_running_or_notify_cancel():
-                future.set_result(result)
 
     def begin() -> None:
         if future.cancelled():
             coro.close()
             future.set_running_or_notify_cancel()  # what tells ``futures.wait`` it was cancelled
             return
-        task = asyncio.get_running_loop().create_task(run(), context=context)
+        task = asyncio.get_running_loop().create_task(coro, context=context)
+
+        def finished(done: asyncio.Task) -> None:
+            if done.cancelled():
+                future.cancel()
+            if not future.set_running_or_notify_cancel():
+                return  # cancelled (waiters told now)
+            if done.exception() is not None:
+                future.set_exception(done.exception())
+            else:
+                future.set_result(done.result())
+
+        task.add_done_callback(finished)
         future.add_done_callback(lambda f: call_on_loop(task.cancel) if f.cancelled() else None)
 
     call_on_loop(begin)
