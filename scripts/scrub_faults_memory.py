@@ -83,6 +83,12 @@ def gaps(args) -> dict:
     with server_in_process(volume.parent, latency=0.05, failure_rate=0.3) as url:
         viewer = _viewer(args.slicer)
         heartbeat, paint = Heartbeat(3).start(), PaintMeter()
+        sampler = None
+        if args.profile:
+            from napari_async_slicing._bench._probe import StallSampler
+
+            sampler = StallSampler(heartbeat, threshold=0.016, period=0.001, painting=paint.painting)
+            sampler.start()
         nz = open_remote_array(f'{url}/{volume.name}').shape[0]
         for run in range(args.runs):
             layer = viewer.add_image(open_remote_array(f'{url}/{volume.name}'), contrast_limits=(0, 65535))
@@ -91,12 +97,16 @@ def gaps(args) -> dict:
             run_for(0.3)
             steps = [min(nz - 1, 1 + run % 3 + i * max(1, (nz - 4) // 25)) for i in range(25)]
             t0 = time.perf_counter()
+            if sampler is not None:
+                sampler.arm()
             for z in steps:
                 viewer.dims.set_current_step(0, z)
                 run_for(0.04)
             t_end = time.perf_counter()
             arrived = _run_until(lambda: _shown(viewer, layer) == steps[-1], 2.0)
             t_last = time.perf_counter()
+            if sampler is not None:
+                sampler.disarm()
             _run_until(lambda: layer.loaded, 20)
             run_for(1.1)  # notifications of this run come in
             t1 = time.perf_counter()
@@ -115,6 +125,11 @@ def gaps(args) -> dict:
         heartbeat.stop()
         paint.stop()
         viewer.close()
+        if sampler is not None:
+            from napari_async_slicing._bench._report import stall_report
+
+            sampler.stop()
+            print(stall_report({args.slicer: sampler.summary()}), file=sys.stderr)
     gap_list = [r['max_gap_ms_no_paint'] for r in runs]
     return {
         'slicer': args.slicer, 'runs': len(runs),
@@ -228,6 +243,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--slicer', choices=['ours', 'napari-async', 'napari'], default='ours')
     parser.add_argument('--runs', type=int, default=20)
     parser.add_argument('--small', action='store_true', help='gaps: the small sample volume')
+    parser.add_argument(
+        '--profile', action='store_true', help="gaps: sample the main thread's stack in gaps over 16 ms, paint left out"
+    )
     parser.add_argument('--seconds', type=float, default=60.0)
     parser.add_argument('--cache-bytes', type=int, default=None)
     parser.add_argument('--seed', type=int, default=0)
