@@ -112,3 +112,16 @@ def wait_until(predicate: Callable[[], bool], timeout: float = 5.0) -> bool:
         time.sleep(0.005)
     return predicate()
 
+
+def count_loop_calls(monkeypatch, loop) -> list[tuple[Callable, threading.Thread]]:
+    """Record each call other threads make into ``loop`` (each one wakes it): the callback, and
+    the thread that made it."""
+    calls: list[tuple[Callable, threading.Thread]] = []
+    real = loop.call_soon_threadsafe
+
+    def counting(*args, **kwargs):
+        calls.append((args[0], threading.current_thread()))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(loop, 'call_soon_threadsafe', counting)
+    return calls

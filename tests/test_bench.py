@@ -302,4 +302,3 @@ def test_stall_profile_leaves_paint_out():
         sampler.join(5)
     summary = sampler.summary()
     assert summary['samples_in_paint'] >= 5 and summary['samples'] >= 5
-

@@ -10,6 +10,8 @@ import pytest
 from napari_async_slicing import _reading
 from napari_async_slicing._reading import batched, result_of, start_on_loop
 
+from .conftest import count_loop_calls
+
 TIMEOUT = 5
 
 
@@ -20,16 +22,8 @@ def loop():
 
 @pytest.fixture
 def wakeups(loop, monkeypatch):
-    """Count the calls other threads make into ``loop`` (each one wakes it)."""
-    calls = []
-    real = loop.call_soon_threadsafe
-
-    def counting(*args, **kwargs):
-        calls.append(args[0])
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(loop, 'call_soon_threadsafe', counting)
-    return calls
+    """The calls other threads make into ``loop`` (each one wakes it)."""
+    return count_loop_calls(monkeypatch, loop)
 
 
 def reached(loop, started: set, name: str) -> bool:
