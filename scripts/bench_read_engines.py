@@ -12,8 +12,9 @@ Readers, every one awaited on zarr's asyncio loop:
 - ``zarr+fsspec`` / ``zarr+obstore``: the slicer's path with zarr-python, ``_reading.read``
   through a ``ReadQueue`` (no chunk cache): each chunk ``async_array.getitem`` on zarr's loop,
   queued, retried and timed per chunk;
-- ``tensorstore``: the same path with the queue's ``Env`` holding a ``TensorstoreEngine``: each
-  chunk one tensorstore future (``TensorstoreSource``);
+- ``tensorstore``: the same path with the queue's ``Env`` holding a ``TensorstoreEngine``: the
+  queue's chunk reads, a plane's started together being one tensorstore read
+  (``TensorstoreSource``);
 - ``tensorstore (1 future)``: the array opened in tensorstore and read a plane at a time as one
   future, outside the queue (no progress, no cancellation of queued requests; for comparison).
 

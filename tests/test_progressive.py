@@ -152,13 +152,13 @@ def test_a_cold_jump_asks_for_its_coarse_plane_before_the_plane_itself(
         pytest.importorskip('tensorstore')
         from napari_async_slicing._reading._tensorstore import TensorstoreSource
 
-        read_chunk = TensorstoreSource.read_chunk
+        read_chunk = TensorstoreSource._read  # a request's chunk, read alone or with the others
 
-        async def recording_read(self, chunk, *args, **kwargs):
+        async def recording_read(self, together, chunk, *args, **kwargs):
             sent.append(f'{self.array.path}/c/{"/".join(map(str, chunk))}')
-            return await read_chunk(self, chunk, *args, **kwargs)
+            return await read_chunk(self, together, chunk, *args, **kwargs)
 
-        monkeypatch.setattr(TensorstoreSource, 'read_chunk', recording_read)
+        monkeypatch.setattr(TensorstoreSource, '_read', recording_read)
     # No coarse window, no neighbours: every jump is cold.
     viewer = viewer_with(prefetch_radius=0, read_engine=engine)
     assert viewer._layer_slicer.read_engine == engine

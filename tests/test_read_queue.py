@@ -12,6 +12,7 @@ import pytest
 
 from napari_async_slicing._cache import ChunkCache
 from napari_async_slicing._reading import ChunkRead, ChunkSource, ReadQueue, SliceCancelled, Tier
+from napari_async_slicing._reading._plan import ChunkPlan, RegularGrid, owner
 
 TIMEOUT = 5
 
@@ -109,8 +110,11 @@ def test_most_urgent_first_and_prefetch_one_plane_at_a_time():
         queue = ReadQueue(ChunkCache(1 << 20), max_in_flight=1)
         first = asyncio.ensure_future(queue.fetch(reads(source, [1])))
         await asyncio.sleep(0.01)  # the one slot is taken
-        queue.want('layer', [(r, Tier.PREFETCH, rank) for rank, r in enumerate(reads(source, [10, 11]))]
-                   + [(r, Tier.PREVIEW, 0) for r in reads(source, [12])])
+        queue.want(
+            'layer',
+            [(r, Tier.PREFETCH, rank) for rank, r in enumerate(reads(source, [10, 11]))]
+            + [(r, Tier.PREVIEW, 0) for r in reads(source, [12])],
+        )
         await asyncio.gather(first, queue.fetch(reads(source, [2])))
         await asyncio.sleep(0.3)
         # Visible reads first, then the preview, then prefetch in order of priority.
@@ -303,3 +307,55 @@ def test_finished_reads_do_not_hold_their_requests_context():
         assert held() is None
 
     run(scenario())
+
+
+# --- a plane read as one: its chunks are views of one array ------------------------------------
+
+
+def test_chunks_that_are_views_of_one_array_laid_out_as_the_selection_assemble_to_it():
+    """A source that read a request's chunks as one read hands over views of its array: where
+    that array is the selection, the plane is that array (no copy); anywhere else a copy."""
+    plan = ChunkPlan((6, 8, 8), [RegularGrid(6, 1), RegularGrid(8, 4), RegularGrid(8, 4)], (3,))
+    box = np.arange(64, dtype=np.uint16).reshape(1, 8, 8)  # what reading z=3 as one gave
+
+    def views(array):
+        return {c: array[:, r[1], r[2]] for c in plan.chunks for r in [plan.region(c)]}
+
+    plane = plan.assemble(views(box), np.dtype(np.uint16))
+    assert owner(plane) is owner(box) and plane.shape == (8, 8)
+    np.testing.assert_array_equal(plane, box[0])
+    shuffled = views(box)
+    first, second = plan.chunks[:2]
+    shuffled[first], shuffled[second] = shuffled[second], shuffled[first]
+    copied = plan.assemble(shuffled, np.dtype(np.uint16))  # views, but not where they belong
+    assert owner(copied) is not owner(box)
+    np.testing.assert_array_equal(copied[:4, :4], box[0, :4, 4:])
+    separate = {c: v.copy() for c, v in views(box).items()}
+    np.testing.assert_array_equal(plan.assemble(separate, np.dtype(np.uint16)), box[0])
+    half = ChunkPlan((6, 8, 8), [RegularGrid(6, 1), RegularGrid(8, 4), RegularGrid(8, 4)], (3, slice(0, 6)))
+    partial = {c: box[:, r[1], r[2]] for c in half.chunks for r in [half.region(c)]}
+    np.testing.assert_array_equal(half.assemble(partial, np.dtype(np.uint16)), box[0, :6])
+
+
+def test_the_cache_counts_the_array_its_chunks_are_views_of_once():
+    """Chunks kept as views of one array keep all of it: it is counted whole, once, and its
+    bytes are freed only with the last of them; an array larger than the budget is not kept."""
+    plane = np.zeros((8, 8), np.uint16)  # 128 bytes
+    parts = [plane[:4, :4], plane[:4, 4:], plane[4:, :4], plane[4:, 4:]]
+    cache = ChunkCache(300)
+    for i, part in enumerate(parts):
+        cache.put(('a', i), part, plane)
+    assert cache.bytes == plane.nbytes and len(cache) == 4
+    other = np.zeros((8, 8), np.uint16)
+    cache.put(('b', 0), other[:4], other)
+    assert cache.bytes == 2 * plane.nbytes
+    for i in (0, 1, 2):
+        cache.get(('a', i))  # ('a', 3), then ('b', 0), are the least recently used
+    cache.put(('c', 0), np.zeros(40, np.uint16))  # 80 bytes: ('a', 3) frees nothing, ('b', 0) all
+    assert [cache.peek(('a', i)) is not None for i in range(4)] == [True, True, True, False]
+    assert cache.peek(('b', 0)) is None and cache.bytes == plane.nbytes + 80
+    cache.put(('c', 1), np.zeros(50, np.uint16))  # 100 more: the last views of ``plane`` free it
+    assert len(cache) == 2 and cache.bytes == 80 + 100
+    small = ChunkCache(100)
+    small.put(('a', 0), parts[0], plane)  # 32 bytes of a 128-byte array
+    assert len(small) == 0 and small.bytes == 0

@@ -27,15 +27,17 @@ from napari_async_slicing._reading import (  # noqa: E402
     Env,
     ReadContext,
     ReadQueue,
+    ReadTogether,
     SliceCancelled,
+    _retry,
     is_transient,
     read,
     reading,
     source_for,
 )
-from napari_async_slicing._reading import _retry  # noqa: E402
 from napari_async_slicing._reading import _tensorstore as te  # noqa: E402
 from napari_async_slicing._reading._loop import io_loop  # noqa: E402
+from napari_async_slicing._reading._plan import owner  # noqa: E402
 from napari_async_slicing._reading._sources import ArraySource, DaskSource, ZarrSource  # noqa: E402
 from napari_async_slicing._reading._tensorstore_spec import spec_for  # noqa: E402
 from napari_async_slicing.testing import ZarrHTTPServer, open_remote_array  # noqa: E402
@@ -123,7 +125,9 @@ def test_fsspec_http_maps_to_http_with_headers(server):
 def test_fsspec_http_basic_auth_becomes_a_header(server):
     import aiohttp
 
-    z = open_remote_array(server.url_for('volume.zarr'), storage_options={'auth': aiohttp.BasicAuth('u', 'pw')})
+    z = open_remote_array(
+        server.url_for('volume.zarr'), storage_options={'auth': aiohttp.BasicAuth('u', 'pw')}
+    )
     assert spec_for(z)['kvstore']['headers'] == ['Authorization: Basic ' + base64.b64encode(b'u:pw').decode()]
 
 
@@ -199,7 +203,9 @@ def test_dask_from_zarr_reads_its_zarr_array_with_tensorstore(remote_volume, eng
 
 
 def falls_back(array, engine) -> bool:
-    return spec_for(array) is None and not isinstance(source_for(array, Env(tensorstore=engine)), te.TensorstoreSource)
+    return spec_for(array) is None and not isinstance(
+        source_for(array, Env(tensorstore=engine)), te.TensorstoreSource
+    )
 
 
 def test_fallback_memory_store(engine):
@@ -336,7 +342,7 @@ def test_modules_import_without_tensorstore(volume_path):
         f'z = zarr.open_array({str(volume_path)!r}, mode="r")\n'
         "assert not te.available() and te.spec_for(z)['driver'] == 'zarr3'\n"
         "for choice in ('tensorstore', 'auto'):\n"
-        "    s = AsyncLayerSlicer(SlicingOptions(read_engine=choice))\n"
+        '    s = AsyncLayerSlicer(SlicingOptions(read_engine=choice))\n'
         "    assert s.read_engine == 'zarr' and type(source_for(z, s.queue.env)).__name__ == 'ZarrSource'\n"
         '    s.shutdown()\n'
         "print('ok')\n"
@@ -352,7 +358,12 @@ def test_modules_import_without_tensorstore(volume_path):
 def test_reads_equal_zarr(server, kind, engine):
     z = open_remote_array(server.url_for('volume.zarr'), store=kind)
     queue = queue_of(engine, cache_bytes=0)
-    for selection in [(5,), (slice(2, 4), slice(10, 50), slice(None)), (0, 3, slice(None)), (11, slice(40, 64), 7)]:
+    for selection in [
+        (5,),
+        (slice(2, 4), slice(10, 50), slice(None)),
+        (0, 3, slice(None)),
+        (11, slice(40, 64), 7),
+    ]:
         np.testing.assert_array_equal(read_through(queue, z, selection), z[selection])
     assert opened(engine, z)
 
@@ -422,7 +433,9 @@ def test_5xx_that_persists_fails_transient_within_the_window(server, engine):
 
 
 def test_missing_chunk_is_the_fill_value_read_once(tmp_path, engine):
-    z = zarr.create_array(tmp_path / 'sparse.zarr', shape=(2, 64, 64), chunks=(1, 32, 32), dtype='u2', fill_value=9)
+    z = zarr.create_array(
+        tmp_path / 'sparse.zarr', shape=(2, 64, 64), chunks=(1, 32, 32), dtype='u2', fill_value=9
+    )
     z[0, :32, :32] = 1
     with ZarrHTTPServer(tmp_path, max_seconds=60) as srv:
         remote = open_remote_array(srv.url_for('sparse.zarr'))
@@ -474,18 +487,30 @@ def _on_io_loop(coro, timeout: float = 10.0):
 
 
 def test_chunk_reads_started_together_wake_the_loop_less_than_once_a_chunk(server, engine, monkeypatch):
-    """A plane's chunk reads start in one turn of zarr's loop and are settled by one task: a
-    finishing read calls into the loop only if it is the one waited on. Each read awaited on
-    its own calls in once a chunk (and each call takes the GIL on tensorstore's thread)."""
+    """Chunk reads of no one request (prefetch, previews) started in one turn of zarr's loop are
+    settled together: a finishing read calls into the loop only if it is the one waited on.
+    Each read awaited on its own calls in once a chunk (and each call takes the GIL on
+    tensorstore's thread)."""
     z = open_remote_array(server.url_for('volume.zarr'))
-    queue = queue_of(engine, cache_bytes=0)
-    read_through(queue, z, (0, 0, 0))  # opened
+    store = _on_io_loop(engine.store_for(engine.source(z)))
     server.wait_idle()
     server.configure(latency=0.2)  # every request waits as long: they finish together
+    regions = [
+        (slice(i, i + 1), slice(y, y + 32), slice(x, x + 32))
+        for i in range(1, 5)
+        for y in (0, 32)
+        for x in (0, 32)
+    ]
+
+    async def turn():
+        return await asyncio.gather(*[engine.read(store, region) for region in regions])
+
     calls = count_loop_calls(monkeypatch, io_loop())
-    np.testing.assert_array_equal(read_through(queue, z, (slice(1, 5),)), z[1:5])  # 16 chunks
+    chunks = _on_io_loop(turn())
     # tensorstore's threads are not started by Python: dummy threads to it
     from_tensorstore = [call for call, thread in calls if isinstance(thread, threading._DummyThread)]
+    for region, chunk in zip(regions, chunks, strict=True):
+        np.testing.assert_array_equal(chunk, z[region])
     assert 1 <= len(from_tensorstore) <= 8, len(from_tensorstore)
 
 
@@ -598,7 +623,10 @@ def test_error_translation_classifies_as_is_transient_expects():
         "UNAVAILABLE: CURL error Couldn't connect to server [curl_code='7']": (True, None),
         "ABORTED: ... CURL error Timeout was reached [curl_code='28']": (True, None),
         'DEADLINE_EXCEEDED: too slow': (True, None),
-        'NOT_FOUND: Error opening "zarr3" driver: Metadata at http://x/zarr.json does not exist': (False, None),
+        'NOT_FOUND: Error opening "zarr3" driver: Metadata at http://x/zarr.json does not exist': (
+            False,
+            None,
+        ),
         'PERMISSION_DENIED: Error reading http://x/c/0: [HTTP code 403]': (False, 403),
         'FAILED_PRECONDITION: Error decoding chunk': (False, None),
     }
@@ -624,9 +652,14 @@ def test_the_slicer_makes_one_engine_and_closes_it():
     assert engine.read_timeout == 3.0
     slicer.shutdown()
     assert engine.closed
-    for choice, expected in [('zarr', 'zarr'), ('auto', 'tensorstore' if te.AUTO_USES_TENSORSTORE else 'zarr')]:
+    for choice, expected in [
+        ('zarr', 'zarr'),
+        ('auto', 'tensorstore' if te.AUTO_USES_TENSORSTORE else 'zarr'),
+    ]:
         slicer = AsyncLayerSlicer(SlicingOptions(read_engine=choice))
-        assert slicer.read_engine == expected and (slicer.queue.env.tensorstore is None) == (expected == 'zarr')
+        assert slicer.read_engine == expected and (slicer.queue.env.tensorstore is None) == (
+            expected == 'zarr'
+        )
         slicer.shutdown()
 
 
@@ -649,3 +682,76 @@ def test_viewer_scrub_with_tensorstore_shows_the_right_planes(viewer_with, serve
     step_to(viewer, 2)
     qtbot.waitUntil(lambda: shown_plane(viewer, layer) == 2 and layer.loaded, timeout=5000)
     assert opened(viewer._layer_slicer.queue.env.tensorstore, remote_volume)
+
+
+# --- a request's chunks read as one -------------------------------------------------------------
+
+
+def test_a_requests_chunks_are_one_read_its_plane_that_reads_array(server, engine, monkeypatch):
+    """The chunks of one request that start together are one tensorstore read (one call into
+    Python from tensorstore's threads, not one a chunk); the plane is that read's array, not a
+    copy, and the cache keeps its chunks as views of it, counted once."""
+    z = open_remote_array(server.url_for('volume.zarr'))
+    queue = queue_of(engine)
+    read_through(queue, z, (0,))  # opened
+    server.wait_idle()
+    server.configure(latency=0.1)
+    calls = count_loop_calls(monkeypatch, io_loop())
+    plane = read_through(queue, z, (slice(1, 5),))  # 16 chunks
+    from_tensorstore = [call for call, thread in calls if isinstance(thread, threading._DummyThread)]
+    np.testing.assert_array_equal(plane, z[1:5])
+    assert len(from_tensorstore) == 1, from_tensorstore
+    key = queue.cache.source_key(z)
+    chunks = [queue.cache.peek((key, (i, y, x))) for i in range(1, 5) for y in (0, 1) for x in (0, 1)]
+    read_as_one = owner(plane)
+    assert read_as_one is not None and all(owner(chunk) is read_as_one for chunk in chunks)
+    assert queue.cache.bytes == plane.nbytes + queue.cache.peek((key, (0, 0, 0))).nbytes * 4
+
+
+def _group_of(engine, store, regions, together):
+    """On zarr's loop: the reads of ``regions`` started in one turn for one request."""
+    return [engine.read(store, region, together) for region in regions]
+
+
+def test_a_failed_read_as_one_fails_each_chunk_and_splits_the_request(own_server, engine):
+    """Each chunk of a failed read gets its error (the queue retries each); the request's later
+    reads go one by one, so that a retry reads only its chunk."""
+    z = open_remote_array(own_server.url_for('volume.zarr'))
+    store = _on_io_loop(engine.store_for(engine.source(z)))
+    regions = [(slice(2, 3), slice(y, y + 32), slice(0, 32)) for y in (0, 32)]
+    together = ReadTogether()
+    own_server.configure(failure_rate=1.0, failure_mode='500')
+
+    async def failing():
+        futures = _group_of(engine, store, regions, together)
+        return await asyncio.gather(*futures, return_exceptions=True)
+
+    errors = _on_io_loop(failing())
+    assert [getattr(e, 'status', None) for e in errors] == [500, 500] and together.split
+    assert all(is_transient(e) for e in errors)
+    own_server.configure(failure_rate=0.0)
+
+    async def again():
+        return await asyncio.gather(*_group_of(engine, store, regions, together))
+
+    first, second = _on_io_loop(again())
+    np.testing.assert_array_equal(first, z[2:3, 0:32, 0:32])
+    np.testing.assert_array_equal(second, z[2:3, 32:64, 0:32])
+    assert owner(first) is not owner(second) or owner(first) is None  # two reads
+
+
+def test_a_read_as_one_goes_on_while_any_of_its_chunks_is_wanted(server, engine):
+    z = open_remote_array(server.url_for('volume.zarr'))
+    store = _on_io_loop(engine.store_for(engine.source(z)))
+    regions = [(slice(3, 4), slice(y, y + 32), slice(0, 32)) for y in (0, 32)]
+    server.configure(latency=0.3)
+
+    async def one_given_up():
+        futures = _group_of(engine, store, regions, ReadTogether())
+        await asyncio.sleep(0.1)
+        futures[0].cancel()
+        return await futures[1], futures[0]
+
+    data, cancelled = _on_io_loop(one_given_up())
+    np.testing.assert_array_equal(data, z[3:4, 32:64, 0:32])
+    assert cancelled.cancelled()

@@ -14,7 +14,9 @@ Keys are ``(source, chunk index)``:
   (another process rewriting a remote store) are not detected, as in any viewer's session cache.
 
 ``cache_bytes`` bounds the decoded bytes held (a chunk larger than the whole budget is never
-cached). Chunks in flight are outside the budget: at most the read queue's reads in flight.
+cached). Chunks in flight are outside the budget: at most the read queue's reads in flight. A
+chunk that is a view of a larger array (a plane its read wrote it into) keeps that array: the
+array is counted whole, once, while any chunk of it is kept.
 """
 
 from __future__ import annotations
@@ -35,6 +37,10 @@ class ChunkCache:
         self._lock = threading.Lock()
         self._entries: OrderedDict[tuple, np.ndarray] = OrderedDict()
         self._by_source: dict[Hashable, set[tuple]] = {}
+        #: key -> the array its chunk is a view of, for chunks put with one (``put``).
+        self._views: dict[tuple, np.ndarray] = {}
+        #: id(array) -> [array, chunks kept that are views of it].
+        self._buffers: dict[int, list] = {}
         self.bytes = 0
         self.hits = 0
         self.misses = 0
@@ -108,7 +114,7 @@ class ChunkCache:
         for key in self._by_source.pop(source, ()):
             value = self._entries.pop(key, None)
             if value is not None:
-                self.bytes -= value.nbytes
+                self.bytes -= self._release(key, value)
 
     # --- entries ---------------------------------------------------------------------------
 
@@ -131,18 +137,20 @@ class ChunkCache:
         with self._lock:
             return key in self._entries
 
-    def put(self, key: tuple, value: np.ndarray) -> None:
-        nbytes = value.nbytes
-        if nbytes > self.max_bytes:
+    def put(self, key: tuple, value: np.ndarray, buffer: np.ndarray | None = None) -> None:
+        """Keep ``value`` under ``key``; ``buffer``: the array ``value`` is a view of (counted
+        whole, once for all the chunks kept that are views of it)."""
+        if (value.nbytes if buffer is None else buffer.nbytes) > self.max_bytes:
             return
         value.flags.writeable = False  # shared by every reader from now on
         with self._lock:
             old = self._entries.pop(key, None)
             if old is not None:
-                self.bytes -= old.nbytes
+                self.bytes -= self._release(key, old)
+            nbytes = self._charge(key, value, buffer)
             while self._entries and self.bytes + nbytes > self.max_bytes:
                 evicted_key, evicted = self._entries.popitem(last=False)
-                self.bytes -= evicted.nbytes
+                self.bytes -= self._release(evicted_key, evicted)
                 self.evictions += 1
                 keys = self._by_source.get(evicted_key[0])
                 if keys is not None:
@@ -153,10 +161,33 @@ class ChunkCache:
             self._by_source.setdefault(key[0], set()).add(key)
             self.bytes += nbytes
 
+    def _charge(self, key: tuple, value: np.ndarray, buffer: np.ndarray | None) -> int:
+        """The bytes that keeping ``value`` adds (lock held)."""
+        if buffer is None:
+            return value.nbytes
+        self._views[key] = buffer
+        held = self._buffers.setdefault(id(buffer), [buffer, 0])
+        held[1] += 1
+        return buffer.nbytes if held[1] == 1 else 0
+
+    def _release(self, key: tuple, value: np.ndarray) -> int:
+        """The bytes that dropping ``key``'s ``value`` frees (lock held)."""
+        buffer = self._views.pop(key, None)
+        if buffer is None:
+            return value.nbytes
+        held = self._buffers[id(buffer)]
+        held[1] -= 1
+        if held[1]:
+            return 0
+        del self._buffers[id(buffer)]
+        return buffer.nbytes
+
     def clear(self) -> None:
         with self._lock:
             self._entries.clear()
             self._by_source.clear()
+            self._views.clear()
+            self._buffers.clear()
             self.bytes = 0
 
     def __len__(self) -> int:

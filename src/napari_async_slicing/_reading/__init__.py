@@ -30,6 +30,7 @@ from napari_async_slicing._reading._retry import is_transient, retried
 from napari_async_slicing._reading._sources import (
     ChunkSource,
     Env,
+    ReadTogether,
     is_dask_array,
     is_zarr_array,
     source_for,
@@ -56,6 +57,7 @@ __all__ = [
     'ReadContext',
     'ReadCounters',
     'ReadQueue',
+    'ReadTogether',
     'SliceCancelled',
     'Tier',
     'batched',

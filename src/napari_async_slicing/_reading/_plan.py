@@ -85,8 +85,69 @@ class ChunkPlan:
     def chunk_bytes(self, chunk: tuple[int, ...], itemsize: int) -> int:
         return int(np.prod([s.stop - s.start for s in self.region(chunk)])) * itemsize
 
+    def part(self, out: np.ndarray, chunk: tuple[int, ...]) -> np.ndarray | None:
+        """The part of ``out`` (the selection's array) that holds ``chunk`` whole, as a view of
+        the chunk's shape; None where the selection takes only part of the chunk (or steps)."""
+        ops = [op for op in self.ops if op[0] == chunk]
+        if len(ops) != 1:
+            return None
+        _, out_index, in_index = ops[0]
+        index: list[slice | None] = []
+        slices = iter(out_index)
+        for (lo, hi), inside in zip(
+            (g.span(ci) for g, ci in zip(self.grids, chunk, strict=True)), in_index, strict=True
+        ):
+            if isinstance(inside, slice):
+                if inside != slice(0, hi - lo, inside.step) or inside.step not in (None, 1):
+                    return None
+                index.append(next(slices))
+            elif hi - lo == 1:
+                index.append(None)  # an axis the selection drops: length 1 in the chunk
+            else:
+                return None
+        return out[tuple(index)]
+
     def assemble(self, chunks: dict, dtype: Any) -> np.ndarray:
+        """The selection's array from ``chunks`` (a copy; or, where the chunks are views of one
+        array that is the selection laid out as it should be, that array)."""
+        whole = self._laid_out(chunks, dtype)
+        if whole is not None:
+            return whole
         out = np.empty(self.out_shape, dtype=dtype)
         for chunk, out_index, in_index in self.ops:
             out[out_index] = chunks[chunk][in_index]
         return out
+
+    def _laid_out(self, chunks: dict, dtype: Any) -> np.ndarray | None:
+        """The array every chunk is a view of, shaped as the selection, if each chunk is where
+        the selection has it (a source read them as one); else None."""
+        base = owner(next(iter(chunks.values()))) if chunks else None
+        if base is None or base.dtype != dtype or base.size != np.prod(self.out_shape):
+            return None
+        whole = base.reshape(self.out_shape)
+        if owner(whole) is not base:
+            return None  # reshaping it would copy
+        for chunk in self.chunks:
+            value, part = chunks[chunk], self.part(whole, chunk)
+            if part is None or owner(value) is not base or not _same_view(value, part):
+                return None
+        return whole
+
+
+def owner(array: np.ndarray) -> np.ndarray | None:
+    """The array whose memory ``array`` is a view of (None if it is not a view of one)."""
+    base = array.base
+    if not isinstance(base, np.ndarray):
+        return None
+    while isinstance(base.base, np.ndarray):
+        base = base.base
+    return base
+
+
+def _same_view(a: np.ndarray, b: np.ndarray) -> bool:
+    """Whether ``a`` and ``b`` are the same elements of one buffer, laid out alike."""
+    return (
+        a.shape == b.shape
+        and a.__array_interface__['data'][0] == b.__array_interface__['data'][0]
+        and all(n == 1 or sa == sb for n, sa, sb in zip(a.shape, a.strides, b.strides, strict=True))
+    )

@@ -21,14 +21,15 @@ import itertools
 import logging
 import time
 from collections.abc import Hashable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any
 
 import numpy as np
 
+from napari_async_slicing._reading._plan import owner
 from napari_async_slicing._reading._retry import retried
-from napari_async_slicing._reading._sources import ChunkSource, Env
+from napari_async_slicing._reading._sources import ChunkSource, Env, ReadTogether
 from napari_async_slicing._reading._token import CancelToken, SliceCancelled, without_traceback
 
 logger = logging.getLogger(__name__)
@@ -64,6 +65,8 @@ class ChunkRead:
     source: ChunkSource
     chunk: tuple[int, ...]
     region: tuple[slice, ...]
+    #: The request's chunk reads this one belongs to, where its source reads them together.
+    together: ReadTogether | None = field(default=None, compare=False, repr=False)
 
 
 _NO_RANK = (len(Tier), 0.0)
@@ -368,13 +371,10 @@ class ReadQueue:
     async def _run(self, entry: _Entry) -> None:
         read = entry.read
         try:
-            data = await retried(
-                lambda: read.source.read_chunk(read.chunk, read.region, self.env, entry.token),
-                self.read_timeout,
-            )
-            data = np.asarray(data)
-            if self.cache is not None:
-                self.cache.put(read.key, data)  # kept even if its readers were cancelled
+            data = np.asarray(await retried(lambda: self._read(read, entry.token), self.read_timeout))
+            if self.cache is not None:  # kept even if its readers were cancelled
+                # A chunk read together with others is a view of their array: it keeps it.
+                self.cache.put(read.key, data, owner(data) if read.together is not None else None)
         except asyncio.CancelledError:
             if entry.requeue and entry.interests and not self._closed:
                 entry.requeue, entry.task = False, None  # preempted: queued again
@@ -399,6 +399,12 @@ class ReadQueue:
         if self._entries.get(read.key) is entry:
             del self._entries[read.key]
         self._pump()
+
+    def _read(self, read: ChunkRead, token: CancelToken) -> Any:
+        """One attempt at ``read`` (a coroutine)."""
+        if read.together is not None:
+            return read.source.read_chunk_of(read.together, read.chunk, read.region, self.env, token)
+        return read.source.read_chunk(read.chunk, read.region, self.env, token)
 
 
 def _detached(coro: Any) -> asyncio.Task:

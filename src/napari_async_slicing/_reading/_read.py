@@ -20,7 +20,7 @@ from napari_async_slicing._reading._context import OUTSIDE, ReadContext, current
 from napari_async_slicing._reading._loop import batched, start_on_loop
 from napari_async_slicing._reading._plan import ChunkPlan
 from napari_async_slicing._reading._queue import ChunkRead, ReadQueue, Tier
-from napari_async_slicing._reading._sources import ChunkSource, source_for
+from napari_async_slicing._reading._sources import ChunkSource, ReadTogether, source_for
 from napari_async_slicing._reading._token import NotCached, SliceCancelled
 
 _fallback: ReadQueue | None = None
@@ -101,12 +101,13 @@ def _look_up(
     missing: list[ChunkRead] = []
     key = source.cache_key(cache) if cache is not None else ('uncached', id(source.array))
     look = None if cache is None else cache.peek if context.cache_only else cache.get
+    together = ReadTogether() if source.reads_together else None
     for chunk in plan.chunks:
         value = look((key, chunk)) if look is not None else None
         if value is None:
             if context.cache_only:
                 raise NotCached
-            missing.append(ChunkRead((key, chunk), source, chunk, plan.region(chunk)))
+            missing.append(ChunkRead((key, chunk), source, chunk, plan.region(chunk), together))
         else:
             found[chunk] = value
     if context.counters is not None:

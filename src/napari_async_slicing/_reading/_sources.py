@@ -48,8 +48,22 @@ async def _blocking(env: Env, token: CancelToken, fn: Callable[[], Any]) -> Any:
     return await loop.run_in_executor(env.executor, context.run, run)
 
 
+class ReadTogether:
+    """The chunk reads of one request's selection. A source that can (``reads_together``)
+    reads those of them that start together as one read; ``split`` once such a read failed:
+    each chunk is then retried on its own."""
+
+    __slots__ = ('split',)
+
+    def __init__(self) -> None:
+        self.split = False
+
+
 class ChunkSource(ABC):
     """The chunks of one array, as the read queue fetches them and the cache keeps them."""
+
+    #: Whether :meth:`read_chunk_of` may read a request's chunks as one read.
+    reads_together = False
 
     def __init__(self, array: Any) -> None:
         self.array = array
@@ -76,6 +90,18 @@ class ChunkSource(ABC):
         self, chunk: tuple[int, ...], region: tuple[slice, ...], env: Env, token: CancelToken
     ) -> np.ndarray:
         """One chunk (``region`` of the array), on the IO loop."""
+
+    async def read_chunk_of(
+        self,
+        together: ReadTogether,
+        chunk: tuple[int, ...],
+        region: tuple[slice, ...],
+        env: Env,
+        token: CancelToken,
+    ) -> np.ndarray:
+        """One chunk of a request's selection (``together``: the request's other chunk reads).
+        Where several are read as one, each is a view of that read's array."""
+        return await self.read_chunk(chunk, region, env, token)
 
     @abstractmethod
     async def read_whole(self, selection: tuple, env: Env, token: CancelToken) -> np.ndarray:

@@ -1,11 +1,13 @@
 """tensorstore as a read engine for zarr arrays, behind the read queue (issue 25).
 
 - :class:`TensorstoreSource` is the :class:`ChunkSource` of a zarr array whose store maps to a
-  tensorstore spec (:mod:`._tensorstore_spec`): each chunk the read queue asks for is one
-  tensorstore read (``store[region].read()``) behind a future of zarr's asyncio loop
-  (:meth:`TensorstoreEngine.read`; cancelling the future cancels the read). The reads started in
-  one turn of the loop (a plane's chunks) are handed over together (:class:`_Turn`): tensorstore
-  calls into Python when the read waited on finishes, not once per chunk.
+  tensorstore spec (:mod:`._tensorstore_spec`): each chunk the read queue asks for is a future
+  of zarr's asyncio loop (:meth:`TensorstoreEngine.read`; cancelling it gives the read up). The
+  chunks of one request that the queue starts in one turn of the loop (a plane's) are one
+  tensorstore read of the box they make (:class:`_Group`), each chunk a view of its array: the
+  plane is that array (``ChunkPlan.assemble`` copies nothing) and tensorstore calls into
+  Python once for it. Other chunk reads started in one turn (prefetch without a request, a
+  retry) are one tensorstore read each, handed over together (:class:`_Turn`).
   The queue does the rest, as for :class:`ZarrSource`: which chunks go out first and how many
   (``MAX_IN_FLIGHT``), sharing, per-chunk retries within ``read_timeout``, the chunk cache, and
   progress (a request counts its chunks as they come).
@@ -54,7 +56,7 @@ import numpy as np
 
 from napari_async_slicing._reading._queue import MAX_IN_FLIGHT
 from napari_async_slicing._reading._retry import is_transient
-from napari_async_slicing._reading._sources import Env, ZarrSource
+from napari_async_slicing._reading._sources import Env, ReadTogether, ZarrSource
 from napari_async_slicing._reading._tensorstore_spec import spec_for, zarr_array_of
 from napari_async_slicing._reading._token import CancelToken
 
@@ -253,6 +255,8 @@ class TensorstoreEngine:
         self._closed = False
         #: Chunk reads started in this turn of zarr's loop, settled together (zarr's loop only).
         self._turn: _Turn | None = None
+        #: Chunk reads of one request started in this turn, read as one (zarr's loop only).
+        self._groups: dict[int, _Group] = {}
         #: Chunks read by tensorstore, and by zarr-python for arrays tensorstore could not open.
         self.counts = {'tensorstore_chunks': 0, 'zarr_chunks': 0}
 
@@ -325,30 +329,43 @@ class TensorstoreEngine:
             return await asyncio.shield(state)
         return state
 
-    def read(self, store: Any, region: tuple[slice, ...]) -> asyncio.Future:
+    def read(
+        self, store: Any, region: tuple[slice, ...], together: ReadTogether | None = None
+    ) -> asyncio.Future:
         """On zarr's loop: a future of ``store[region]``, read by tensorstore now (its errors
         translated); cancelling the future cancels the read.
 
-        The reads started in one turn of the loop (a plane's chunks) are handed over together
-        (:class:`_Turn`): one unfinished read at a time is waited on, and every finished one is
-        taken when it finishes. A finishing read calls into Python only if it is the one waited
-        on; a chunk read awaited on its own takes the GIL on tensorstore's thread when it
-        finishes, each after the other when the main thread is busy, where a plane needs all
-        of its chunks anyway.
+        Each call from tensorstore's threads into Python takes the GIL there, and waits for it
+        while the main thread is busy (holding up that thread's other work), where a plane
+        needs all of its chunks anyway. So the chunk reads of one request (``together``)
+        started in one turn of the loop are one tensorstore read where they make one box
+        (:class:`_Group`: one call into Python), each chunk a view of its array. The others
+        started in that turn are handed over together (:class:`_Turn`): one unfinished read at
+        a time is waited on, and every finished one is taken when it finishes.
         """
         loop = asyncio.get_running_loop()
         future = loop.create_future()
-        read = store[region].read()
-        future.add_done_callback(lambda f: read.cancel() if f.cancelled() else None)
         if self._turn is None:
             self._turn = _Turn(loop)
             # An empty context: the callback holds nothing of the request that started the turn.
             loop.call_soon(self._end_turn, context=contextvars.Context())
-        self._turn.reads.append((read, future))
+        if together is not None and not together.split:
+            group = self._groups.get(id(together))
+            if group is None:
+                group = self._groups[id(together)] = _Group(loop, store, together)
+            group.add(store, region, future)
+        else:
+            self._turn.add(store, region, future)
         return future
 
     def _end_turn(self) -> None:
         turn, self._turn = self._turn, None
+        groups, self._groups = self._groups, {}
+        for group in groups.values():
+            if not group.start() and turn is not None:
+                for store, region, future in group.reads:  # not one box: read one by one
+                    if not future.done():
+                        turn.add(store, region, future)
         if turn is not None:
             turn.sweep()
 
@@ -385,6 +402,76 @@ class TensorstoreEngine:
         return store
 
 
+class _Group:
+    """The chunk reads of one request started in one turn of zarr's loop, read by tensorstore
+    as one read of the box they make; each reader's future gets its chunk as a view of that
+    read's array. The read is cancelled when every reader gave up; if it fails, each reader gets
+    its error and the request's later reads go one by one (``ReadTogether.split``): a retry
+    reads only the chunk that failed."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, store: Any, together: ReadTogether) -> None:
+        self.loop = loop
+        self.store = store
+        self.together = together
+        self.reads: list[tuple[Any, tuple[slice, ...], asyncio.Future]] = []
+        self._read: Any = None
+        self._box: tuple[slice, ...] = ()
+
+    def add(self, store: Any, region: tuple[slice, ...], future: asyncio.Future) -> None:
+        self.reads.append((store, region, future))
+
+    def start(self) -> bool:
+        """Start the read of the box; False (nothing started) if the reads are not one box."""
+        reads = [(store, region, f) for store, region, f in self.reads if not f.done()]
+        if len(reads) < 2 or any(store is not self.store for store, _, _ in reads):
+            return False
+        regions = [region for _, region, _ in reads]
+        box = tuple(
+            slice(min(r.start for r in axis), max(r.stop for r in axis))
+            for axis in zip(*regions, strict=True)
+        )
+        size = math.prod(s.stop - s.start for s in box)
+        if sum(math.prod(s.stop - s.start for s in region) for region in regions) != size:
+            return False  # not a box (the chunks of one plan never overlap)
+        self.reads, self._box = reads, box
+        self._read = self.store[box].read()
+        for _, _, future in reads:
+            future.add_done_callback(self._given_up)
+        self._read.add_done_callback(self._finished)
+        return True
+
+    def _given_up(self, future: asyncio.Future) -> None:
+        if future.cancelled() and all(f.cancelled() for _, _, f in self.reads):
+            self._read.cancel()
+
+    def _finished(self, read: Any) -> None:
+        """On tensorstore's thread (the one call into Python of the read)."""
+        try:
+            self.loop.call_soon_threadsafe(self._settle, context=contextvars.Context())
+        except RuntimeError:  # the loop was closed
+            pass
+
+    def _settle(self) -> None:
+        try:
+            value = self._read.result()  # finished: returns at once
+        except asyncio.CancelledError:
+            for _, _, future in self.reads:
+                future.cancel()
+            return
+        except Exception as exc:  # noqa: BLE001 - each reader raises it
+            self.together.split = True
+            for _, _, future in self.reads:
+                if not future.done():
+                    future.set_exception(translate_error(exc))  # one each: each reader raises it
+            return
+        for _, region, future in self.reads:
+            if not future.done():
+                at = tuple(
+                    slice(r.start - b.start, r.stop - b.start) for r, b in zip(region, self._box, strict=True)
+                )
+                future.set_result(value[at])
+
+
 class _Turn:
     """The tensorstore reads started in one turn of zarr's loop, handed to their futures as they
     finish (see :meth:`TensorstoreEngine.read`). Loop callbacks, not a task: a task would add
@@ -396,6 +483,12 @@ class _Turn:
         self.reads: list[tuple[Any, asyncio.Future]] = []
         self._waited: Any = None
         self._timer: asyncio.TimerHandle | None = None
+
+    def add(self, store: Any, region: tuple[slice, ...], future: asyncio.Future) -> None:
+        """Read ``store[region]`` now, for ``future`` (cancelling it cancels the read)."""
+        read = store[region].read()
+        future.add_done_callback(lambda f: read.cancel() if f.cancelled() else None)
+        self.reads.append((read, future))
 
     def sweep(self) -> None:
         """Hand over every finished read; wait on the first unfinished one, at most ``SWEEP_S``
@@ -435,12 +528,14 @@ class _Turn:
 
 
 class TensorstoreSource(ZarrSource):
-    """A zarr array read by tensorstore, one future per chunk; see the module docstring.
+    """A zarr array read by tensorstore (a request's chunks as one read); see the module docstring.
 
     It plans as :class:`ZarrSource` (zarr's chunk grid: a sharded array's inner chunks, which
     are tensorstore's read chunks too) and caches under the same key, so chunks read by either
     engine are shared. Where tensorstore cannot open the array it reads with zarr-python.
     """
+
+    reads_together = True
 
     def __init__(self, array: Any, engine: TensorstoreEngine, spec: dict[str, Any]) -> None:
         super().__init__(array)
@@ -450,12 +545,32 @@ class TensorstoreSource(ZarrSource):
     async def read_chunk(
         self, chunk: tuple[int, ...], region: tuple[slice, ...], env: Env, token: CancelToken
     ) -> np.ndarray:
+        return await self._read(None, chunk, region, env, token)
+
+    async def read_chunk_of(
+        self,
+        together: ReadTogether,
+        chunk: tuple[int, ...],
+        region: tuple[slice, ...],
+        env: Env,
+        token: CancelToken,
+    ) -> np.ndarray:
+        return await self._read(together, chunk, region, env, token)
+
+    async def _read(
+        self,
+        together: ReadTogether | None,
+        chunk: tuple[int, ...],
+        region: tuple[slice, ...],
+        env: Env,
+        token: CancelToken,
+    ) -> np.ndarray:
         store = await self.engine.store_for(self)
         if store is None:
             self.engine.counts['zarr_chunks'] += 1
             return await super().read_chunk(chunk, region, env, token)
         self.engine.counts['tensorstore_chunks'] += 1
-        return np.asarray(await self.engine.read(store, region))
+        return np.asarray(await self.engine.read(store, region, together))
 
 
 __all__ = [

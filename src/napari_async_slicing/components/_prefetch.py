@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from napari_async_slicing import _napari_compat as compat
-from napari_async_slicing._reading import ChunkRead, ReadQueue, Tier, call_on_loop, source_for
+from napari_async_slicing._reading import ChunkRead, ReadQueue, ReadTogether, Tier, call_on_loop, source_for
 from napari_async_slicing.components._motion import Motion, Move
 
 logger = logging.getLogger(__name__)
@@ -263,7 +263,8 @@ class Prefetcher:
         if plan is None:
             return []
         key = source.cache_key(self.cache)
-        return [ChunkRead((key, c), source, c, plan.region(c)) for c in plan.chunks]
+        together = ReadTogether() if source.reads_together else None
+        return [ChunkRead((key, c), source, c, plan.region(c), together) for c in plan.chunks]
 
 
 def step_info(layer: Any, dims: Any, task: Any, motion: Motion) -> StepInfo:
