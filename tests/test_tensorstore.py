@@ -755,3 +755,19 @@ def test_a_read_as_one_goes_on_while_any_of_its_chunks_is_wanted(server, engine)
     data, cancelled = _on_io_loop(one_given_up())
     np.testing.assert_array_equal(data, z[3:4, 32:64, 0:32])
     assert cancelled.cancelled()
+
+
+def test_chunks_of_a_read_larger_than_the_cache_are_kept_as_copies(server, engine):
+    """A read as one larger than the whole budget cannot be kept whole: its chunks are kept
+    each as a copy, as a chunk read alone would be (else none of them would be kept)."""
+    z = open_remote_array(server.url_for('volume.zarr'))
+    chunk_bytes = 32 * 32 * 2
+    queue = queue_of(engine, cache_bytes=3 * chunk_bytes)  # a plane is 4 chunks
+    expected = z[4]
+    read_through(queue, z, (4,))
+    server.wait_idle()
+    assert len(queue.cache) == 3 and queue.cache.bytes == 3 * chunk_bytes
+    server.reset_counters()
+    np.testing.assert_array_equal(read_through(queue, z, (4,)), expected)
+    server.wait_idle()
+    assert server.chunk_requests == 1

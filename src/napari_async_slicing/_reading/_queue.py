@@ -373,8 +373,7 @@ class ReadQueue:
         try:
             data = np.asarray(await retried(lambda: self._read(read, entry.token), self.read_timeout))
             if self.cache is not None:  # kept even if its readers were cancelled
-                # A chunk read together with others is a view of their array: it keeps it.
-                self.cache.put(read.key, data, owner(data) if read.together is not None else None)
+                self._keep(self.cache, read, data)
         except asyncio.CancelledError:
             if entry.requeue and entry.interests and not self._closed:
                 entry.requeue, entry.task = False, None  # preempted: queued again
@@ -399,6 +398,16 @@ class ReadQueue:
         if self._entries.get(read.key) is entry:
             del self._entries[read.key]
         self._pump()
+
+    @staticmethod
+    def _keep(cache: Any, read: ChunkRead, data: np.ndarray) -> None:
+        """Put ``read``'s chunk in the cache. A chunk read together with others is a view of
+        their array and keeps all of it (counted once); one of an array larger than the whole
+        budget is kept as a copy."""
+        buffer = owner(data) if read.together is not None else None
+        if buffer is not None and buffer.nbytes > cache.max_bytes:
+            data, buffer = data.copy(), None
+        cache.put(read.key, data, buffer)
 
     def _read(self, read: ChunkRead, token: CancelToken) -> Any:
         """One attempt at ``read`` (a coroutine)."""
