@@ -96,7 +96,7 @@ def test_coarse_level_first_then_the_level_napari_picks(viewer, ome_server, ome_
 def coarse_planes_read(server, ome_path) -> set[int]:
     """Planes of the coarsest level the server was asked for (one chunk a plane here)."""
     prefix = f'{ome_path.name}/{LEVELS - 1}/c/'
-    return {int(e['path'][len(prefix):].split('/')[0]) for e in server.log if e['path'].startswith(prefix)}
+    return {int(e['path'][len(prefix) :].split('/')[0]) for e in server.log if e['path'].startswith(prefix)}
 
 
 def test_at_rest_the_coarse_level_around_the_plane_is_read_so_a_jump_shows_at_once(
@@ -152,13 +152,13 @@ def test_a_cold_jump_asks_for_its_coarse_plane_before_the_plane_itself(
         pytest.importorskip('tensorstore')
         from napari_async_slicing._reading._tensorstore import TensorstoreSource
 
-        read_chunk = TensorstoreSource._read  # a request's chunk, read alone or with the others
+        read_chunk = TensorstoreSource.read_chunk_of  # every chunk, read alone or with others
 
         async def recording_read(self, together, chunk, *args, **kwargs):
             sent.append(f'{self.array.path}/c/{"/".join(map(str, chunk))}')
             return await read_chunk(self, together, chunk, *args, **kwargs)
 
-        monkeypatch.setattr(TensorstoreSource, '_read', recording_read)
+        monkeypatch.setattr(TensorstoreSource, 'read_chunk_of', recording_read)
     # No coarse window, no neighbours: every jump is cold.
     viewer = viewer_with(prefetch_radius=0, read_engine=engine)
     assert viewer._layer_slicer.read_engine == engine
@@ -174,9 +174,7 @@ def test_a_cold_jump_asks_for_its_coarse_plane_before_the_plane_itself(
         assert levels[0] == LEVELS - 1, (target, sent)
 
 
-def test_a_scrub_never_shows_an_older_plane_or_a_coarser_refinement(
-    viewer, ome_server, ome_path, qtbot
-):
+def test_a_scrub_never_shows_an_older_plane_or_a_coarser_refinement(viewer, ome_server, ome_path, qtbot):
     layer = add_remote(viewer, ome_server, ome_path, qtbot)
     shown = Shown(layer)
     ome_server.configure(latency=LATENCY / 3, jitter=LATENCY / 3, bandwidth=BANDWIDTH)
@@ -196,9 +194,7 @@ def test_a_scrub_never_shows_an_older_plane_or_a_coarser_refinement(
     assert records[-1] == (planes[-1], int(layer.data_level), True), records
 
 
-def test_a_failing_read_is_reported_and_the_next_step_recovers(
-    viewer, ome_server, ome_path, qtbot, errors
-):
+def test_a_failing_read_is_reported_and_the_next_step_recovers(viewer, ome_server, ome_path, qtbot, errors):
     layer = add_remote(viewer, ome_server, ome_path, qtbot)
     ome_server.configure(failure_rate=1.0, failure_mode='500')
     viewer.dims.set_current_step(0, 3)

@@ -545,19 +545,9 @@ class TensorstoreSource(ZarrSource):
     async def read_chunk(
         self, chunk: tuple[int, ...], region: tuple[slice, ...], env: Env, token: CancelToken
     ) -> np.ndarray:
-        return await self._read(None, chunk, region, env, token)
+        return await self.read_chunk_of(None, chunk, region, env, token)
 
     async def read_chunk_of(
-        self,
-        together: ReadTogether,
-        chunk: tuple[int, ...],
-        region: tuple[slice, ...],
-        env: Env,
-        token: CancelToken,
-    ) -> np.ndarray:
-        return await self._read(together, chunk, region, env, token)
-
-    async def _read(
         self,
         together: ReadTogether | None,
         chunk: tuple[int, ...],
