@@ -15,8 +15,8 @@ Keys are ``(source, chunk index)``:
 
 ``cache_bytes`` bounds the decoded bytes held (a chunk larger than the whole budget is never
 cached). Chunks in flight are outside the budget: at most the read queue's reads in flight. A
-chunk that is a view of a larger array (a plane its read wrote it into) keeps that array: the
-array is counted whole, once, while any chunk of it is kept.
+chunk that is a view of a larger array (a plane whose chunks were read as one) keeps that
+array: the array is counted whole, once, while any chunk of it is kept.
 """
 
 from __future__ import annotations

@@ -85,28 +85,6 @@ class ChunkPlan:
     def chunk_bytes(self, chunk: tuple[int, ...], itemsize: int) -> int:
         return int(np.prod([s.stop - s.start for s in self.region(chunk)])) * itemsize
 
-    def part(self, out: np.ndarray, chunk: tuple[int, ...]) -> np.ndarray | None:
-        """The part of ``out`` (the selection's array) that holds ``chunk`` whole, as a view of
-        the chunk's shape; None where the selection takes only part of the chunk (or steps)."""
-        ops = [op for op in self.ops if op[0] == chunk]
-        if len(ops) != 1:
-            return None
-        _, out_index, in_index = ops[0]
-        index: list[slice | None] = []
-        slices = iter(out_index)
-        for (lo, hi), inside in zip(
-            (g.span(ci) for g, ci in zip(self.grids, chunk, strict=True)), in_index, strict=True
-        ):
-            if isinstance(inside, slice):
-                if inside != slice(0, hi - lo, inside.step) or inside.step not in (None, 1):
-                    return None
-                index.append(next(slices))
-            elif hi - lo == 1:
-                index.append(None)  # an axis the selection drops: length 1 in the chunk
-            else:
-                return None
-        return out[tuple(index)]
-
     def assemble(self, chunks: dict, dtype: Any) -> np.ndarray:
         """The selection's array from ``chunks`` (a copy; or, where the chunks are views of one
         array that is the selection laid out as it should be, that array)."""
@@ -127,9 +105,9 @@ class ChunkPlan:
         whole = base.reshape(self.out_shape)
         if owner(whole) is not base:
             return None  # reshaping it would copy
-        for chunk in self.chunks:
-            value, part = chunks[chunk], self.part(whole, chunk)
-            if part is None or owner(value) is not base or not _same_view(value, part):
+        for chunk, out_index, in_index in self.ops:
+            value = chunks[chunk]
+            if owner(value) is not base or not _same_view(value[in_index], whole[out_index]):
                 return None
         return whole
 
