@@ -294,12 +294,12 @@ def test_finished_reads_do_not_hold_their_requests_context():
         queue = ReadQueue(None, read_timeout=60)
         response = Response()
 
-        async def request():
+        async def request(response):
             _request.set(response)
             await queue.fetch(reads(source, [1, 2]))
             await queue.read_whole(source, (slice(0, 1),), None)
 
-        await asyncio.ensure_future(request())
+        await asyncio.ensure_future(request(response))
         await asyncio.sleep(0.02)
         held = weakref.ref(response)
         del response
