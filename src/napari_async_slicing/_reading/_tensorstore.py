@@ -256,7 +256,7 @@ class TensorstoreEngine:
         #: Chunk reads started in this turn of zarr's loop, settled together (zarr's loop only).
         self._turn: _Turn | None = None
         #: Chunk reads of one request started in this turn, read as one (zarr's loop only).
-        self._groups: dict[int, _Group] = {}
+        self._groups: dict[tuple[int, int], _Group] = {}
         #: Chunks read by tensorstore, and by zarr-python for arrays tensorstore could not open.
         self.counts = {'tensorstore_chunks': 0, 'zarr_chunks': 0}
 
@@ -350,10 +350,11 @@ class TensorstoreEngine:
             # An empty context: the callback holds nothing of the request that started the turn.
             loop.call_soon(self._end_turn, context=contextvars.Context())
         if together is not None and not together.split:
-            group = self._groups.get(id(together))
+            key = (id(together), id(store))
+            group = self._groups.get(key)
             if group is None:
-                group = self._groups[id(together)] = _Group(loop, store, together)
-            group.add(store, region, future)
+                group = self._groups[key] = _Group(loop, store, together)
+            group.reads.append((region, future))
         else:
             self._turn.add(store, region, future)
         return future
@@ -363,9 +364,9 @@ class TensorstoreEngine:
         groups, self._groups = self._groups, {}
         for group in groups.values():
             if not group.start() and turn is not None:
-                for store, region, future in group.reads:  # not one box: read one by one
+                for region, future in group.reads:  # not one box: read one by one
                     if not future.done():
-                        turn.add(store, region, future)
+                        turn.add(group.store, region, future)
         if turn is not None:
             turn.sweep()
 
@@ -413,19 +414,17 @@ class _Group:
         self.loop = loop
         self.store = store
         self.together = together
-        self.reads: list[tuple[Any, tuple[slice, ...], asyncio.Future]] = []
+        #: (the chunk's region, its reader's future).
+        self.reads: list[tuple[tuple[slice, ...], asyncio.Future]] = []
         self._read: Any = None
         self._box: tuple[slice, ...] = ()
 
-    def add(self, store: Any, region: tuple[slice, ...], future: asyncio.Future) -> None:
-        self.reads.append((store, region, future))
-
     def start(self) -> bool:
         """Start the read of the box; False (nothing started) if the reads are not one box."""
-        reads = [(store, region, f) for store, region, f in self.reads if not f.done()]
-        if len(reads) < 2 or any(store is not self.store for store, _, _ in reads):
+        reads = [(region, f) for region, f in self.reads if not f.done()]
+        if len(reads) < 2:
             return False
-        regions = [region for _, region, _ in reads]
+        regions = [region for region, _ in reads]
         box = tuple(
             slice(min(r.start for r in axis), max(r.stop for r in axis))
             for axis in zip(*regions, strict=True)
@@ -435,13 +434,13 @@ class _Group:
             return False  # not a box (the chunks of one plan never overlap)
         self.reads, self._box = reads, box
         self._read = self.store[box].read()
-        for _, _, future in reads:
+        for _, future in reads:
             future.add_done_callback(self._given_up)
         self._read.add_done_callback(self._finished)
         return True
 
     def _given_up(self, future: asyncio.Future) -> None:
-        if future.cancelled() and all(f.cancelled() for _, _, f in self.reads):
+        if future.cancelled() and all(f.cancelled() for _, f in self.reads):
             self._read.cancel()
 
     def _finished(self, read: Any) -> None:
@@ -455,16 +454,16 @@ class _Group:
         try:
             value = self._read.result()  # finished: returns at once
         except asyncio.CancelledError:
-            for _, _, future in self.reads:
+            for _, future in self.reads:
                 future.cancel()
             return
         except Exception as exc:  # noqa: BLE001 - each reader raises it
             self.together.split = True
-            for _, _, future in self.reads:
+            for _, future in self.reads:
                 if not future.done():
                     future.set_exception(translate_error(exc))  # one each: each reader raises it
             return
-        for _, region, future in self.reads:
+        for region, future in self.reads:
             if not future.done():
                 at = tuple(
                     slice(r.start - b.start, r.stop - b.start) for r, b in zip(region, self._box, strict=True)
