@@ -418,6 +418,8 @@ class _Group:
         self.reads: list[tuple[tuple[slice, ...], asyncio.Future]] = []
         self._read: Any = None
         self._box: tuple[slice, ...] = ()
+        #: Readers that have not cancelled their future.
+        self._wanted = 0
 
     def start(self) -> bool:
         """Start the read of the box; False (nothing started) if the reads are not one box."""
@@ -432,7 +434,7 @@ class _Group:
         size = math.prod(s.stop - s.start for s in box)
         if sum(math.prod(s.stop - s.start for s in region) for region in regions) != size:
             return False  # not a box (the chunks of one plan never overlap)
-        self.reads, self._box = reads, box
+        self.reads, self._box, self._wanted = reads, box, len(reads)
         self._read = self.store[box].read()
         for _, future in reads:
             future.add_done_callback(self._given_up)
@@ -440,8 +442,12 @@ class _Group:
         return True
 
     def _given_up(self, future: asyncio.Future) -> None:
-        if future.cancelled() and all(f.cancelled() for _, f in self.reads):
-            self._read.cancel()
+        """A reader's future is done: the read is cancelled once every one was cancelled
+        (counted: a volume's group may hold thousands of chunks)."""
+        if future.cancelled():
+            self._wanted -= 1
+            if not self._wanted:
+                self._read.cancel()
 
     def _finished(self, read: Any) -> None:
         """On tensorstore's thread (the one call into Python of the read)."""
