@@ -302,3 +302,20 @@ def test_stall_profile_leaves_paint_out():
         sampler.join(5)
     summary = sampler.summary()
     assert summary['samples_in_paint'] >= 5 and summary['samples'] >= 5
+
+
+def test_s8_starts_each_repetition_with_napari_s_dask_cache_empty():
+    """napari's dask cache is process-wide and outlives viewers: S8's planes must be new to
+    napari's modes in every repetition, as they are to ours (whose cache goes with its viewer)."""
+    import numpy as np
+    from napari.utils import resize_dask_cache
+
+    from napari_async_slicing._bench._scenarios import _forget_dask_cache
+
+    cache = resize_dask_cache().cache
+    size = cache.available_bytes
+    cache.put('a plane read before', np.ones(1 << 16), cost=1e9)
+    assert cache.total_bytes > 0
+    _forget_dask_cache()
+    assert cache.total_bytes == 0
+    assert cache.available_bytes == size
