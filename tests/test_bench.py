@@ -319,3 +319,28 @@ def test_s8_starts_each_repetition_with_napari_s_dask_cache_empty():
     _forget_dask_cache()
     assert cache.total_bytes == 0
     assert cache.available_bytes == size
+
+
+def test_spinner_runs_python_for_its_share_of_each_period_and_stops():
+    """``--spin``: the thread that stands in for other threads' Python during each scrub."""
+    import threading
+    import time
+
+    from napari_async_slicing._bench._probe import Spinner
+
+    spinner = Spinner(busy=0.002, period=0.008)
+    t0 = time.perf_counter()
+    spinner.start()
+    threading.Event().wait(0.4)  # let it run a while: its CPU share is what is checked
+    spinner.halt()
+    wall = time.perf_counter() - t0
+    assert not spinner.is_alive()
+    assert 0.1 * wall < spinner.cpu < 0.6 * wall  # a quarter of the time, not all of it
+
+
+@pytest.mark.parametrize('value', ['0,1', '2,1', 'x', '1'])
+def test_bench_refuses_a_spin_it_cannot_run(value, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        bench_main(['--spin', value, '--out', str(tmp_path)])
+    assert exc.value.code == 2
+    assert '--spin' in capsys.readouterr().err

@@ -184,6 +184,9 @@ class BenchSpec:
     latency_log: bool = False  # 'ours' only: write our slicer's latency log (stage breakdown)
     read_engine: str = 'auto'  # 'ours' only: SlicingOptions.read_engine (auto, tensorstore, zarr)
     keep_timeline: bool = True
+    #: (busy ms, period ms): a thread beside every mode spins Python that long of every period,
+    #: from the first scrub of each repetition to its end (``Spinner``); None: none.
+    spin: tuple[float, float] | None = None
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -192,8 +195,16 @@ class BenchSpec:
     def from_json(cls, data: dict[str, Any]) -> BenchSpec:
         names = {f.name for f in dataclasses.fields(cls)}
         kwargs = {k: v for k, v in data.items() if k in names}
-        for k in ('volume_shape', 'ome_shape', 'ome_chunks', 'memory_shape', 'mixed_shape', 'window_size'):
-            if k in kwargs:
+        for k in (
+            'volume_shape',
+            'ome_shape',
+            'ome_chunks',
+            'memory_shape',
+            'mixed_shape',
+            'window_size',
+            'spin',
+        ):
+            if kwargs.get(k) is not None:
                 kwargs[k] = tuple(kwargs[k])
         return cls(**kwargs)
 

@@ -66,6 +66,12 @@ def _parser(prog: str = 'napari-async-slicing bench') -> argparse.ArgumentParser
         'breakdown (queue, read, main-thread apply) to bench.md',
     )
     p.add_argument(
+        '--spin',
+        metavar='BUSY,PERIOD',
+        help='during each scrub, run a thread beside every mode that spins Python for BUSY ms of '
+        "every PERIOD ms (what other threads' Python costs the main thread)",
+    )
+    p.add_argument(
         '--from-log',
         type=Path,
         metavar='FILE',
@@ -93,6 +99,15 @@ def bench_main(argv: list[str] | None = None) -> int:
         parser.error('--repeat must be >= 1')
     if not scenarios:
         parser.error('no scenario to run')
+    spin = None
+    if args.spin:
+        try:
+            busy, period = (float(x) for x in args.spin.split(','))
+        except ValueError:
+            parser.error('--spin takes BUSY,PERIOD in ms, e.g. 0.2,1')
+        if not 0 < busy <= period:
+            parser.error('--spin: need 0 < BUSY <= PERIOD')
+        spin = (busy, period)
     spec = BenchSpec.make(
         quick=args.quick,
         size=args.size,
@@ -105,6 +120,7 @@ def bench_main(argv: list[str] | None = None) -> int:
         ome_size=args.ome_size,
         profile_gaps=args.profile_gaps,
         latency_log=args.latency_log,
+        spin=spin,
     )
 
     from napari_async_slicing._bench._report import write_outputs

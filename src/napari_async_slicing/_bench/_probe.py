@@ -434,6 +434,31 @@ def exact_pattern_plane(data: Any) -> int | None:
 # -- stall sampler ---------------------------------------------------------------------------------
 
 
+class Spinner(threading.Thread):
+    """A thread that runs pure Python for ``busy`` seconds of every ``period`` until :meth:`halt`:
+    what reads that schedule and decode in Python cost the main thread, with no read at all (it
+    waits for the GIL at every event and after every call into C that gave the GIL up)."""
+
+    def __init__(self, busy: float, period: float) -> None:
+        super().__init__(name='bench-spinner', daemon=True)
+        self.busy, self.period = busy, period
+        self.cpu = 0.0  # seconds of CPU it ran, once halted
+        self._halted = threading.Event()
+
+    def run(self) -> None:
+        c0 = time.thread_time()
+        while not self._halted.is_set():
+            t0 = time.perf_counter()
+            while time.perf_counter() - t0 < self.busy:
+                pass
+            self._halted.wait(max(0.0, self.period - self.busy))
+        self.cpu = time.thread_time() - c0
+
+    def halt(self) -> None:
+        self._halted.set()
+        self.join(5.0)
+
+
 class StallSampler(threading.Thread):
     """While the main thread has not beaten for ``threshold`` seconds, sample its Python stack.
 

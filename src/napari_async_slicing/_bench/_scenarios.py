@@ -18,6 +18,7 @@ from napari_async_slicing._bench._probe import (
     Heartbeat,
     PaintMeter,
     PlaneWatch,
+    Spinner,
     StallSampler,
     constant_plane,
     constant_volume,
@@ -49,6 +50,8 @@ class Context:
             self.sampler = StallSampler(self.heartbeat, painting=self.paint.painting)
             self.sampler.start()
         self.viewer: Any = None
+        #: ``spec.spin``'s thread: from a repetition's first scrub to its end (``stop_spinning``).
+        self.spinner: Spinner | None = None
         #: What tensorstore read in the last viewer (ours reading with it; else None).
         self.engine_stats: dict[str, int] | None = None
         self._memory: Any = None
@@ -72,7 +75,20 @@ class Context:
             self.viewer = None
             run_for(0.05)
 
+    def spin(self) -> None:
+        """Start ``spec.spin``'s thread, if asked for and not running."""
+        if self.spec.spin and self.spinner is None:
+            busy, period = self.spec.spin
+            self.spinner = Spinner(busy / 1000, period / 1000)
+            self.spinner.start()
+
+    def stop_spinning(self) -> None:
+        if self.spinner is not None:
+            self.spinner.halt()
+            self.spinner = None
+
     def close(self) -> None:
+        self.stop_spinning()
         self.close_viewer()
         self.heartbeat.stop()
         self.paint.stop()
@@ -158,6 +174,7 @@ def _scrub(ctx: Context, viewer: Any, steps: list[int], interval_ms: int) -> Scr
             timer.stop()
 
     timer.timeout.connect(tick)
+    ctx.spin()
     tick()
     timer.start(interval_ms)
     deadline = ctx.spec.scenario_timeout_s / 2

@@ -95,6 +95,8 @@ def run_mode(mode: str, spec: BenchSpec, out: Path) -> int:
                         error=f'{type(exc).__name__}: {exc}',
                         traceback=traceback.format_exc(limit=6),
                     )
+                finally:
+                    ctx.stop_spinning()
                 record['seconds'] = time.perf_counter() - t0
                 _write(out, record)
         if ctx.sampler is not None:
