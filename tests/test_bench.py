@@ -322,7 +322,7 @@ def test_s8_starts_each_repetition_with_napari_s_dask_cache_empty():
 
 
 def test_spinner_runs_python_for_its_share_of_each_period_and_stops():
-    """``--spin``: the thread that stands in for other threads' Python during each scrub."""
+    """``--spin``: the thread that stands in for other threads' Python during a repetition."""
     import threading
     import time
 

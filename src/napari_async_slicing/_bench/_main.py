@@ -68,8 +68,9 @@ def _parser(prog: str = 'napari-async-slicing bench') -> argparse.ArgumentParser
     p.add_argument(
         '--spin',
         metavar='BUSY,PERIOD',
-        help='during each scrub, run a thread beside every mode that spins Python for BUSY ms of '
-        "every PERIOD ms (what other threads' Python costs the main thread)",
+        help='from the first scrub of each repetition to its end, run a thread beside every mode '
+        "that spins Python for BUSY ms of every PERIOD ms (what other threads' Python costs the "
+        'main thread)',
     )
     p.add_argument(
         '--from-log',

@@ -431,12 +431,12 @@ def exact_pattern_plane(data: Any) -> int | None:
     return None if arr is None else which_plane(arr)
 
 
-# -- stall sampler ---------------------------------------------------------------------------------
+# -- other threads' Python -----------------------------------------------------------------------
 
 
 class Spinner(threading.Thread):
     """A thread that runs pure Python for ``busy`` seconds of every ``period`` until :meth:`halt`:
-    what reads that schedule and decode in Python cost the main thread, with no read at all (it
+    what reads that schedule and decode in Python cost the main thread, with no read at all (that
     waits for the GIL at every event and after every call into C that gave the GIL up)."""
 
     def __init__(self, busy: float, period: float) -> None:
@@ -457,6 +457,9 @@ class Spinner(threading.Thread):
     def halt(self) -> None:
         self._halted.set()
         self.join(5.0)
+
+
+# -- stall sampler ---------------------------------------------------------------------------------
 
 
 class StallSampler(threading.Thread):
