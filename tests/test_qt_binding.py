@@ -37,3 +37,18 @@ def test_a_call_from_a_worker_thread_runs_on_the_main_thread(qapp, qtbot):
     worker.join(5)
     qtbot.waitUntil(lambda: bool(ran), timeout=2000)
     assert ran == [threading.main_thread().name]
+
+
+def test_what_waits_for_a_frame_runs_after_the_paint_that_showed_it(qapp, qtbot):
+    """Qt emits ``frameSwapped`` inside the window's paint event: callbacks waiting for the frame
+    run after that event (posted), not inside it; one registered after the frame waits for the next."""
+    caller = MainThreadCaller()
+    ran: list[str] = []
+    caller.after_frame(lambda: ran.append('first'))
+    caller._frame_shown()  # as the canvas's frameSwapped does, inside a paint
+    assert ran == []
+    caller.after_frame(lambda: ran.append('second'))
+    qtbot.waitUntil(lambda: ran == ['first'], timeout=2000)
+    caller._frame_shown()
+    qtbot.waitUntil(lambda: ran == ['first', 'second'], timeout=2000)
+    caller.close()

@@ -83,13 +83,22 @@ class MainThreadCaller(QObject):
         self._later_timer = self._restart(self._later_timer, None)
 
     def _frame_shown(self) -> None:
+        """Qt says so from inside the window's paint event: what waited for this frame runs once
+        that event is handled (posted), not as part of the paint."""
         self._frames += 1
-        self._run_after()
+        if self._after:
+            self._frame_timer = self._restart(self._frame_timer, None)
+            after, self._after = self._after, []
+            self.post(lambda: self._run(after))
 
     def _run_after(self) -> None:
         self._frame_timer = self._restart(self._frame_timer, None)
         after, self._after = self._after, []
-        for fn in after:
+        self._run(after)
+
+    @staticmethod
+    def _run(callbacks: list[Callable[[], Any]]) -> None:
+        for fn in callbacks:
             fn()
 
     def _run_later(self) -> None:
