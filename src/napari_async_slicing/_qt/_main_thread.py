@@ -87,14 +87,17 @@ class MainThreadCaller(QObject):
         that event is handled (posted), not as part of the paint."""
         self._frames += 1
         if self._after:
-            self._frame_timer = self._restart(self._frame_timer, None)
-            after, self._after = self._after, []
+            after = self._take_after()
             self.post(lambda: self._run(after))
 
     def _run_after(self) -> None:
+        self._run(self._take_after())
+
+    def _take_after(self) -> list[Callable[[], Any]]:
+        """What waits for the next frame (no fallback timer for it any more)."""
         self._frame_timer = self._restart(self._frame_timer, None)
         after, self._after = self._after, []
-        self._run(after)
+        return after
 
     @staticmethod
     def _run(callbacks: list[Callable[[], Any]]) -> None:
