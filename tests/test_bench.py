@@ -344,3 +344,55 @@ def test_bench_refuses_a_spin_it_cannot_run(value, tmp_path, capsys):
         bench_main(['--spin', value, '--out', str(tmp_path)])
     assert exc.value.code == 2
     assert '--spin' in capsys.readouterr().err
+
+
+def test_a_gap_trace_says_what_the_longest_gap_was_made_of(qapp):
+    """``--trace-gaps``: every event the main thread delivers is timed, and the longest gap
+    lists the one that held it up, by receiver and event type."""
+    import time
+
+    from qtpy.QtCore import QCoreApplication, QEvent, QObject
+
+    from napari_async_slicing._bench._probe import Heartbeat, PaintMeter, gap_trace, now, run_for
+
+    class Slow(QObject):
+        def event(self, event):
+            if event.type() == QEvent.Type.User:
+                end = time.perf_counter() + 0.03
+                while time.perf_counter() < end:
+                    pass
+                return True
+            return super().event(event)
+
+    quiet, meter, heartbeat, slow = PaintMeter(), PaintMeter(trace=True), Heartbeat().start(), Slow()
+    try:
+        run_for(0.05)
+        t0 = now()
+        QCoreApplication.postEvent(slow, QEvent(QEvent.Type.User))
+        run_for(0.1)
+        t1 = now()
+    finally:
+        heartbeat.stop()
+        meter.stop()
+        quiet.stop()
+    assert not quiet.events  # only asked for: timing every event costs the main thread a little
+    gaps = heartbeat.gaps(t0, t1)
+    trace = gap_trace(meter, gaps, meter.without_paint(gaps), t0, t1)
+    assert trace['gap_ms'] >= 30
+    held = [(ms, name) for _, ms, name in trace['events'] if name == 'Slow User']
+    assert held and held[0][0] >= 30, trace['events']
+    count, ms, longest = trace['by_event']['Slow User']
+    assert count == 1 and longest >= 30
+    assert not [e for e in meter.events if e[1] <= t1]  # what was reported is forgotten
+
+
+def test_bench_writes_a_gap_trace(tmp_path):
+    out = tmp_path / 'bench'
+    argv = ['--quick', '--size', 'tiny', '--repeat', '1', '--latency', '0.05', '--modes', 'ours',
+            '--scenarios', 'S1', '--trace-gaps', '--out', str(out)]
+    assert bench_main(argv) == 0
+    (rec,) = _records(json.loads((out / 'bench.json').read_text()), 'ours', 'S1')
+    assert rec['status'] == 'ok' and len(rec['gap_traces']) == 1, rec
+    text = (out / 'gap-trace.txt').read_text()
+    assert '== ours, S1: 1 scrubs' in text and 'ms gap with paint taken out' in text
+    assert 'MainThreadCaller' in text  # our posted calls, by name

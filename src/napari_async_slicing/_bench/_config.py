@@ -181,6 +181,8 @@ class BenchSpec:
     window_size: tuple[int, int] = (1024, 800)
     fresh_viewer: bool = True  # False: one viewer per mode process, emptied between repetitions
     profile_gaps: bool = False
+    #: Time every main-thread event and report what each scrub's longest gap was made of.
+    trace_gaps: bool = False
     latency_log: bool = False  # 'ours' only: write our slicer's latency log (stage breakdown)
     read_engine: str = 'auto'  # 'ours' only: SlicingOptions.read_engine (auto, tensorstore, zarr)
     keep_timeline: bool = True

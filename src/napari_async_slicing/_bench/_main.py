@@ -60,6 +60,12 @@ def _parser(prog: str = 'napari-async-slicing bench') -> argparse.ArgumentParser
         'write stall-profile.txt (perturbs the timings slightly)',
     )
     p.add_argument(
+        '--trace-gaps',
+        action='store_true',
+        help="time every main-thread event and write gap-trace.txt: what each scrub's longest "
+        'paint-excluded gap was made of, event by event (perturbs the timings slightly)',
+    )
+    p.add_argument(
         '--latency-log',
         action='store_true',
         help="also write our slicer's latency log in the 'ours' run and add its stage "
@@ -120,6 +126,7 @@ def bench_main(argv: list[str] | None = None) -> int:
         read_engine=args.read_engine,
         ome_size=args.ome_size,
         profile_gaps=args.profile_gaps,
+        trace_gaps=args.trace_gaps,
         latency_log=args.latency_log,
         spin=spin,
     )

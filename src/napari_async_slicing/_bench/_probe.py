@@ -257,16 +257,19 @@ class PaintMeter:
     On software OpenGL one repaint blocks the main thread for tens of milliseconds, on a GPU about
     one: gaps with these intervals taken out show the main thread's own work. An application event
     filter delivers each such event itself, between two clocks; paints nested in another count
-    once.
+    once. With ``trace`` it times every other event delivered outside a paint as well
+    (``events``: start, end, what), which says what a gap is made of (``gap_trace``).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, trace: bool = False) -> None:
         from qtpy.QtCore import QEvent, QObject
         from qtpy.QtWidgets import QApplication
 
         kinds = {QEvent.Type.Paint, QEvent.Type.UpdateRequest}
         meter = self
         self.intervals: list[tuple[float, float, float]] = []
+        self.trace = trace
+        self.events: list[tuple[float, float, str]] = []
         self._depth = 0
         self._passing = False
 
@@ -276,7 +279,16 @@ class PaintMeter:
                     meter._passing = False
                     return False
                 if event.type() not in kinds:
-                    return False
+                    if not meter.trace or meter._depth:
+                        return False
+                    t0 = now()
+                    try:
+                        meter._passing = True
+                        QApplication.sendEvent(obj, event)
+                    finally:
+                        meter._passing = False
+                    meter.events.append((t0, now(), _event_name(obj, event)))
+                    return True
                 meter._depth += 1
                 t0, c0 = now(), time.thread_time()
                 try:
@@ -317,6 +329,59 @@ class PaintMeter:
     def without_paint(self, gaps: list[tuple[float, float]]) -> list[tuple[float, float]]:
         """Heartbeat ``gaps`` (end, seconds) less the time spent painting inside each."""
         return [(t, max(0.0, g - self.overlap(t - g, t))) for t, g in gaps]
+
+
+_EVENT_TYPES: dict[int, str] = {}
+
+
+def _event_name(obj: Any, event: Any) -> str:
+    """``Receiver EventType``, or ``Receiver function`` for a call posted as an event (ours)."""
+    from qtpy.QtCore import QEvent
+
+    fn = getattr(event, 'fn', None)
+    if fn is not None:
+        return f'{type(obj).__name__} {getattr(fn, "__qualname__", fn)}'
+    if not _EVENT_TYPES:
+        for owner in (QEvent, getattr(QEvent, 'Type', QEvent)):
+            for name in dir(owner):
+                value = getattr(owner, name, None)
+                if isinstance(value, QEvent.Type):
+                    _EVENT_TYPES.setdefault(int(getattr(value, 'value', value)), name)
+    kind = event.type()
+    kind = int(getattr(kind, 'value', kind))
+    return f'{type(obj).__name__} {_EVENT_TYPES.get(kind, kind)}'
+
+
+def gap_trace(
+    meter: PaintMeter,
+    gaps: list[tuple[float, float]],
+    gaps_ex_paint: list[tuple[float, float]],
+    t0: float,
+    t1: float,
+) -> dict[str, Any]:
+    """What the longest of ``gaps_ex_paint`` (heartbeat gaps less paint, ``(end, seconds)``) was
+    made of, event by event, and every event delivered in ``[t0, t1]`` by what it was (count,
+    ms, longest). Forgets the events that ended before ``t1``."""
+    end, ex = max(gaps_ex_paint, key=lambda gap: gap[1])
+    start = end - dict(gaps).get(end, ex)
+    by_event: dict[str, list[float]] = {}
+    for a, b, name in meter.events:
+        if b > t0 and a < t1:
+            row = by_event.setdefault(name, [0, 0.0, 0.0])
+            row[0] += 1
+            row[1] += (b - a) * 1000
+            row[2] = max(row[2], (b - a) * 1000)
+    inside = [
+        ((a - start) * 1000, (b - a) * 1000, name) for a, b, name in meter.events if b > start and a < end
+    ]
+    paints = [((a - start) * 1000, (b - a) * 1000, 'paint') for a, b, _ in meter.within(start, end)]
+    meter.events = [e for e in meter.events if e[1] > t1]
+    return {
+        'gap_ms': ex * 1000,
+        'raw_ms': (end - start) * 1000,
+        'events': sorted(inside + paints),
+        'by_event': by_event,
+    }
 
 
 def run_until_quiet(

@@ -362,11 +362,54 @@ def write_outputs(results: dict[str, Any], out_dir: Path, command: str) -> dict[
         plot(results, agg, paths['png'])
     except Exception as exc:  # noqa: BLE001 - the table matters more than the figure
         print(f'bench: could not draw {paths["png"]}: {exc}', file=sys.stderr)
+    traced = {m: [r for r in mode['results'] if r.get('gap_traces')] for m, mode in results['modes'].items()}
+    if any(traced.values()):
+        paths['trace'] = out_dir / 'gap-trace.txt'
+        paths['trace'].write_text(gap_trace_report(traced))
     profiles = {m: r['stall_profile'] for m, r in results['modes'].items() if r.get('stall_profile')}
     if profiles:
         paths['profile'] = out_dir / 'stall-profile.txt'
         paths['profile'].write_text(stall_report(profiles))
     return paths
+
+
+def gap_trace_report(
+    traced: dict[str, list[dict[str, Any]]], longest: int = 3, shortest_ms: float = 0.3
+) -> str:
+    """``--trace-gaps``: per mode and scenario, the main thread's events per scrub by what they
+    were, and the ``longest`` paint-excluded gaps event by event."""
+    lines = [
+        'What the main thread did outside paint during each scrub (every Qt event it delivered, '
+        "timed), and its longest paint-excluded gaps event by event (ms from the gap's start; "
+        f'events under {shortest_ms} ms left out).',
+        '',
+    ]
+    for mode, records in traced.items():
+        scenarios: dict[str, list[dict[str, Any]]] = {}
+        for record in records:
+            scenarios.setdefault(record['scenario'], []).extend(record['gap_traces'])
+        for scenario, traces in scenarios.items():
+            lines.append(f'== {mode}, {scenario}: {len(traces)} scrubs')
+            totals: dict[str, list[float]] = {}
+            for trace in traces:
+                for name, (count, ms, top) in trace['by_event'].items():
+                    row = totals.setdefault(name, [0, 0.0, 0.0])
+                    row[0] += count
+                    row[1] += ms
+                    row[2] = max(row[2], top)
+            lines.append('  per scrub:  events      ms  longest  what')
+            for name, (count, ms, top) in sorted(totals.items(), key=lambda kv: -kv[1][1])[:12]:
+                n = len(traces)
+                lines.append(f'           {count / n:8.1f} {ms / n:7.1f} {top:8.1f}  {name}')
+            for trace in sorted(traces, key=lambda t: -t['gap_ms'])[:longest]:
+                lines.append(
+                    f'  a {trace["gap_ms"]:.1f} ms gap with paint taken out ({trace["raw_ms"]:.1f} ms in all):'
+                )
+                for at, ms, name in trace['events']:
+                    if ms >= shortest_ms:
+                        lines.append(f'    {at:6.1f} + {ms:5.1f}  {name}')
+            lines.append('')
+    return '\n'.join(lines)
 
 
 def stall_report(profiles: dict[str, Any]) -> str:

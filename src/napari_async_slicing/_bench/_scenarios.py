@@ -24,6 +24,7 @@ from napari_async_slicing._bench._probe import (
     constant_volume,
     exact_pattern_plane,
     gap_stats,
+    gap_trace,
     level_plane_identifier,
     now,
     pattern_plane,
@@ -44,7 +45,9 @@ class Context:
     def __init__(self, spec: BenchSpec) -> None:
         self.spec = spec
         self.heartbeat = Heartbeat(spec.heartbeat_ms).start()
-        self.paint = PaintMeter()
+        self.paint = PaintMeter(trace=spec.trace_gaps)
+        #: ``gap_trace`` of each scrub of the running repetition (``spec.trace_gaps``).
+        self.gap_traces: list[dict[str, Any]] = []
         self.sampler: StallSampler | None = None
         if spec.profile_gaps:
             self.sampler = StallSampler(self.heartbeat, painting=self.paint.painting)
@@ -188,7 +191,11 @@ def _main_thread(ctx: Context, times: Scrub, t_end: float) -> dict[str, float]:
     """Main-thread figures of a scrub with the paint taken out (see ``PaintMeter``): gaps, and
     CPU per step outside paint (the step handlers, the drains that apply responses, and the
     rest of the main thread's Python until ``t_end``, paint excluded)."""
-    gaps = gap_stats(ctx.paint.without_paint(ctx.heartbeat.gaps(times[0], t_end)))
+    raw = ctx.heartbeat.gaps(times[0], t_end)
+    ex_paint = ctx.paint.without_paint(raw)
+    gaps = gap_stats(ex_paint)
+    if ctx.paint.trace and ex_paint:
+        ctx.gap_traces.append(gap_trace(ctx.paint, raw, ex_paint, times[0], t_end))
     cpu = time.thread_time() - times.cpu_start - ctx.paint.cpu(times[0], now())
     split = times.cpu_split.since()
     return {

@@ -97,6 +97,9 @@ def run_mode(mode: str, spec: BenchSpec, out: Path) -> int:
                     )
                 finally:
                     ctx.stop_spinning()
+                    if ctx.gap_traces:
+                        record['gap_traces'], ctx.gap_traces = ctx.gap_traces, []
+                    ctx.paint.events.clear()
                 record['seconds'] = time.perf_counter() - t0
                 _write(out, record)
         if ctx.sampler is not None:
