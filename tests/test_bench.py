@@ -379,10 +379,10 @@ def test_a_gap_trace_says_what_the_longest_gap_was_made_of(qapp):
     gaps = heartbeat.gaps(t0, t1)
     trace = gap_trace(meter, gaps, meter.without_paint(gaps), t0, t1)
     assert trace['gap_ms'] >= 30
-    held = [(ms, name) for _, ms, name in trace['events'] if name == 'Slow User']
-    assert held and held[0][0] >= 30, trace['events']
-    count, ms, longest = trace['by_event']['Slow User']
-    assert count == 1 and longest >= 30
+    held = [(ms, cpu) for _, ms, cpu, name in trace['events'] if name == 'Slow User']
+    assert held and held[0][0] >= 30 and held[0][1] >= 20, trace['events']  # it spun: CPU too
+    count, ms, cpu, longest = trace['by_event']['Slow User']
+    assert count == 1 and longest >= 30 and cpu >= 20
     assert not [e for e in meter.events if e[1] <= t1]  # what was reported is forgotten
 
 

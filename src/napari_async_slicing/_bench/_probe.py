@@ -269,7 +269,8 @@ class PaintMeter:
         meter = self
         self.intervals: list[tuple[float, float, float]] = []
         self.trace = trace
-        self.events: list[tuple[float, float, str]] = []
+        #: ``trace``: (start, end, main-thread CPU seconds, what) of every other event.
+        self.events: list[tuple[float, float, float, str]] = []
         self._depth = 0
         self._passing = False
 
@@ -281,13 +282,13 @@ class PaintMeter:
                 if event.type() not in kinds:
                     if not meter.trace or meter._depth:
                         return False
-                    t0 = now()
+                    t0, c0 = now(), time.thread_time()
                     try:
                         meter._passing = True
                         QApplication.sendEvent(obj, event)
                     finally:
                         meter._passing = False
-                    meter.events.append((t0, now(), _event_name(obj, event)))
+                    meter.events.append((t0, now(), time.thread_time() - c0, _event_name(obj, event)))
                     return True
                 meter._depth += 1
                 t0, c0 = now(), time.thread_time()
@@ -360,21 +361,25 @@ def gap_trace(
     t1: float,
 ) -> dict[str, Any]:
     """What the longest of ``gaps_ex_paint`` (heartbeat gaps less paint, ``(end, seconds)``) was
-    made of, event by event, and every event delivered in ``[t0, t1]`` by what it was (count,
-    ms, longest). Forgets the events that ended before ``t1``."""
+    made of, event by event (start and wall ms, CPU ms), and every event delivered in ``[t0, t1]``
+    by what it was (count, wall ms, CPU ms, longest): where wall time exceeds CPU the main thread
+    waited (for the GIL, or in a system call). Forgets the events that ended before ``t1``."""
     end, ex = max(gaps_ex_paint, key=lambda gap: gap[1])
     start = end - dict(gaps).get(end, ex)
     by_event: dict[str, list[float]] = {}
-    for a, b, name in meter.events:
+    for a, b, cpu, name in meter.events:
         if b > t0 and a < t1:
-            row = by_event.setdefault(name, [0, 0.0, 0.0])
+            row = by_event.setdefault(name, [0, 0.0, 0.0, 0.0])
             row[0] += 1
             row[1] += (b - a) * 1000
-            row[2] = max(row[2], (b - a) * 1000)
+            row[2] += cpu * 1000
+            row[3] = max(row[3], (b - a) * 1000)
     inside = [
-        ((a - start) * 1000, (b - a) * 1000, name) for a, b, name in meter.events if b > start and a < end
+        ((a - start) * 1000, (b - a) * 1000, cpu * 1000, name)
+        for a, b, cpu, name in meter.events
+        if b > start and a < end
     ]
-    paints = [((a - start) * 1000, (b - a) * 1000, 'paint') for a, b, _ in meter.within(start, end)]
+    paints = [((a - start) * 1000, (b - a) * 1000, c * 1000, 'paint') for a, b, c in meter.within(start, end)]
     meter.events = [e for e in meter.events if e[1] > t1]
     return {
         'gap_ms': ex * 1000,

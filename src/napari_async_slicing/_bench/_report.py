@@ -380,7 +380,7 @@ def gap_trace_report(
     were, and the ``longest`` paint-excluded gaps event by event."""
     lines = [
         'What the main thread did outside paint during each scrub (every Qt event it delivered, '
-        "timed), and its longest paint-excluded gaps event by event (ms from the gap's start; "
+        "timed: wall and main-thread CPU), and its longest paint-excluded gaps event by event (ms from the gap's start; "
         f'events under {shortest_ms} ms left out).',
         '',
     ]
@@ -392,22 +392,25 @@ def gap_trace_report(
             lines.append(f'== {mode}, {scenario}: {len(traces)} scrubs')
             totals: dict[str, list[float]] = {}
             for trace in traces:
-                for name, (count, ms, top) in trace['by_event'].items():
-                    row = totals.setdefault(name, [0, 0.0, 0.0])
+                for name, (count, ms, cpu, top) in trace['by_event'].items():
+                    row = totals.setdefault(name, [0, 0.0, 0.0, 0.0])
                     row[0] += count
                     row[1] += ms
-                    row[2] = max(row[2], top)
-            lines.append('  per scrub:  events      ms  longest  what')
-            for name, (count, ms, top) in sorted(totals.items(), key=lambda kv: -kv[1][1])[:12]:
-                n = len(traces)
-                lines.append(f'           {count / n:8.1f} {ms / n:7.1f} {top:8.1f}  {name}')
+                    row[2] += cpu
+                    row[3] = max(row[3], top)
+            n = len(traces)
+            wall, cpu = sum(r[1] for r in totals.values()) / n, sum(r[2] for r in totals.values()) / n
+            lines.append(f'  per scrub: {wall:.1f} ms in events, {cpu:.1f} ms of it main-thread CPU')
+            lines.append('     events    wall     CPU  longest  what')
+            for name, (count, ms, cpu, top) in sorted(totals.items(), key=lambda kv: -kv[1][1])[:12]:
+                lines.append(f'   {count / n:8.1f} {ms / n:7.1f} {cpu / n:7.1f} {top:8.1f}  {name}')
             for trace in sorted(traces, key=lambda t: -t['gap_ms'])[:longest]:
                 lines.append(
                     f'  a {trace["gap_ms"]:.1f} ms gap with paint taken out ({trace["raw_ms"]:.1f} ms in all):'
                 )
-                for at, ms, name in trace['events']:
+                for at, ms, cpu, name in trace['events']:
                     if ms >= shortest_ms:
-                        lines.append(f'    {at:6.1f} + {ms:5.1f}  {name}')
+                        lines.append(f'    {at:6.1f} + {ms:5.1f} (CPU {cpu:4.1f})  {name}')
             lines.append('')
     return '\n'.join(lines)
 
