@@ -58,6 +58,9 @@ class ReadContext:
     progress: Any = None
     #: Read from the chunk cache only: a chunk not in it raises :class:`NotCached` (no read).
     cache_only: bool = False
+    #: A fast drag's step: seconds a multiscale request waits for a newer step before it reads
+    #: its data level (``SliceTask.hold_s``); its coarse level is read at once.
+    hold_s: float = 0.0
 
 
 #: Outside any request: never cancelled, no queue, nothing started ahead (a read-only memo).

@@ -11,6 +11,7 @@ policy of its own.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import weakref
@@ -290,14 +291,20 @@ class AsyncLayerSlicer:
             force=force,
         )
         if not _slice.in_memory(task.request):
-            self._stepped(layer, dims, task)
+            hold = self._stepped(layer, dims, task)
+            if hold:
+                task = dataclasses.replace(task, hold_s=hold)
         return self._scheduler.schedule(task, key)
 
-    def _stepped(self, layer: Any, dims: Any, task: SliceTask) -> None:
+    def _stepped(self, layer: Any, dims: Any, task: SliceTask) -> float:
+        """Tell the prefetcher of ``task``'s step; how long its data-level reads wait
+        (``Move.hold_s``)."""
         motion = self._motion.get(layer)
         if motion is None:
             motion = self._motion[layer] = Motion()
-        self._prefetcher.stepped(id(layer), step_info(layer, dims, task, motion))
+        info = step_info(layer, dims, task, motion)
+        self._prefetcher.stepped(id(layer), info)
+        return info.move.hold_s if info.move is not None else 0.0
 
     def _execute(self, task: SliceTask) -> Finished:
         """Run ``task``'s request (a worker, or inline) with its read context bound."""

@@ -1,12 +1,18 @@
-"""How the step moves: the direction of motion (for prefetch) and steady strides (read-ahead)."""
+"""How the step moves: the direction of motion (for prefetch), steady strides (read-ahead), and
+how long a fast drag's data-level reads wait for the next step (multiscale)."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 #: Steps further apart than this are not a steady scrub (no read-ahead).
 STEADY_INTERVAL_S = 1.0
+#: A steady drag with steps closer than this is fast: a multiscale layer shows each step's coarse
+#: level and reads the data level only once no next step came for ``HOLD_STEPS`` step intervals.
+FAST_INTERVAL_S = 0.1
+HOLD_STEPS = 1.25
 
 
 @dataclass(frozen=True)
@@ -18,12 +24,22 @@ class Move:
     axis: int
     stride: int
     steady: bool
+    #: Seconds since the layer's step before (None: its first move).
+    interval: float | None = None
+
+    @property
+    def hold_s(self) -> float:
+        """How long this step's data-level reads wait for a next step: a fast steady drag's
+        step would be superseded before they end (0: read at once)."""
+        fast = self.steady and self.interval is not None and self.interval <= FAST_INTERVAL_S
+        return HOLD_STEPS * self.interval if fast and self.interval is not None else 0.0
 
 
 class Motion:
     """A layer's steps, one after another (main thread)."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = time.perf_counter) -> None:
+        self._clock = clock
         self.last_step: tuple | None = None
         self.last_move: Move | None = None
         #: The world axis that moved last and its sign (+1, -1): where prefetch looks first.
@@ -40,7 +56,7 @@ class Motion:
         moved = [i for i, (a, b) in enumerate(zip(last, step, strict=True)) if a != b]
         if not moved:
             return self.last_move  # the same step again (napari submits each step twice)
-        now = time.perf_counter()
+        now = self._clock()
         previous, self._stepped_at = self._stepped_at, now
         if len(moved) != 1:
             self.last_move = None
@@ -55,5 +71,5 @@ class Motion:
             and previous is not None
             and now - previous < STEADY_INTERVAL_S
         )
-        self.last_move = Move(axis, stride, steady)
+        self.last_move = Move(axis, stride, steady, None if previous is None else now - previous)
         return self.last_move

@@ -146,16 +146,20 @@ class Prefetcher:
         layer.info = info
         wants: list[tuple[ChunkRead, Tier, float]] = []
         if not info.heavy and layer.reads and layer.plane[1:] == info.plane[1:]:
+            # A fast drag over a multiscale layer reads its coarse level only (``Move.hold_s``).
+            coarse_only = info.move is not None and info.move.hold_s > 0 and _has_coarse(layer)
             # The plane asked for now: its reads go out before its request reaches a worker.
             for read in self._moved(layer, info.plane[0]):
-                wants.extend((r, Tier.VISIBLE, 0 if read.coarse else 1) for r in self._chunk_reads(read))
+                if read.coarse or not coarse_only:
+                    wants.extend((r, Tier.VISIBLE, 0 if read.coarse else 1) for r in self._chunk_reads(read))
             move = info.move
             if self.radius and move is not None and move.steady:
                 ahead = list(info.plane[0])
                 ahead[move.axis] += move.stride
                 if 0 <= ahead[move.axis] < info.nsteps[move.axis]:
                     for read in self._moved(layer, tuple(ahead)):
-                        wants.extend((r, Tier.PREFETCH, 0) for r in self._chunk_reads(read))
+                        if read.coarse or not coarse_only:
+                            wants.extend((r, Tier.PREFETCH, 0) for r in self._chunk_reads(read))
         self.queue.want(key, wants)
 
     def _rested_all(self, keys: list[int]) -> None:
@@ -282,6 +286,11 @@ def step_info(layer: Any, dims: Any, task: Any, motion: Motion) -> StepInfo:
         direction=direction,
         heavy=task.heavy,
     )
+
+
+def _has_coarse(layer: _Layer) -> bool:
+    """Whether the layer's requests read a coarse level (progressive multiscale)."""
+    return any(read.coarse for read in layer.reads.values())
 
 
 def _not_displayed(plane: tuple) -> list[int]:

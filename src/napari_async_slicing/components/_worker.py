@@ -41,6 +41,7 @@ def run_request(
         observe=observe,
         progress=progress,
         cache_only=cache_only,
+        hold_s=task.hold_s,
     )
     response = None
     error: BaseException | None = None

@@ -42,7 +42,7 @@ import numpy as np
 
 from napari_async_slicing import _napari_compat as compat
 from napari_async_slicing._pyramid import UNKNOWN, coarsest_level, known_coarsest_level
-from napari_async_slicing._reading import LazySource, Progress, current, current_token, reading
+from napari_async_slicing._reading import LazySource, NotCached, Progress, current, current_token, reading
 from napari_async_slicing.layers._slice._display import (
     DisplaySettings,
     _fields_of,
@@ -162,7 +162,23 @@ def _progressive(request: Any, base: type, progress: Progress) -> Any:
 
     with contextlib.suppress(RuntimeError):  # shutting down: no preview
         progress.beside(read_coarse)
+    hold = current().hold_s
+    if hold:
+        cached = _from_cache(request, base)
+        if cached is not None:
+            return cached
+        current().token.sleep(hold)  # a newer step supersedes it (raises): nothing read
     return shown_slice(base.__call__(request), request.display)
+
+
+def _from_cache(request: Any, base: type) -> Any:
+    """The request's response if its data level is all in the chunk cache (its coarse level may
+    still be on its way: that read is waited for), else None, nothing read."""
+    try:
+        with reading(cache_only=True):
+            return shown_slice(base.__call__(request), request.display)
+    except NotCached:
+        return None
 
 
 def _publish_preview(progress: Progress, request: Any, coarse_response: Callable[[], Any]) -> None:
