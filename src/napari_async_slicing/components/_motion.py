@@ -9,9 +9,10 @@ from dataclasses import dataclass
 
 #: Steps further apart than this are not a steady scrub (no read-ahead).
 STEADY_INTERVAL_S = 1.0
-#: A steady drag with steps closer than this is fast: a multiscale layer shows each step's coarse
-#: level and reads the data level only once no next step came for ``HOLD_STEPS`` step intervals.
-FAST_INTERVAL_S = 0.1
+#: Steps closer than this are a fast drag (a slider dragged, a key held; napari's play up to 12
+#: frames a second is not): a multiscale layer shows each step's coarse level and reads the data
+#: level only once no next step came for ``HOLD_STEPS`` step intervals.
+FAST_INTERVAL_S = 0.08
 HOLD_STEPS = 1.25
 
 
@@ -29,9 +30,10 @@ class Move:
 
     @property
     def hold_s(self) -> float:
-        """How long this step's data-level reads wait for a next step: a fast steady drag's
-        step would be superseded before they end (0: read at once)."""
-        fast = self.steady and self.interval is not None and self.interval <= FAST_INTERVAL_S
+        """How long this step's data-level reads wait for a next step: a fast drag's step is
+        likely superseded before they end (0: read at once). Any stride: a dragged slider skips
+        planes unevenly."""
+        fast = self.interval is not None and self.interval <= FAST_INTERVAL_S
         return HOLD_STEPS * self.interval if fast and self.interval is not None else 0.0
 
 
