@@ -274,33 +274,34 @@ class PaintMeter:
         self._depth = 0
         self._passing = False
 
+        def deliver(obj: Any, event: Any) -> tuple[float, float, float]:
+            """Send ``event`` on as Qt would next (PyQt allows no ``obj.event`` on Qt's own
+            objects); its start, end and main-thread CPU seconds."""
+            t0, c0 = now(), time.thread_time()
+            try:
+                meter._passing = True
+                QApplication.sendEvent(obj, event)
+            finally:
+                meter._passing = False
+            return t0, now(), time.thread_time() - c0
+
         class _Filter(QObject):
             def eventFilter(self, obj: Any, event: Any) -> bool:
-                if meter._passing:  # the event this filter itself sends on, below
+                if meter._passing:  # the event this filter itself sends on (``deliver``)
                     meter._passing = False
                     return False
                 if event.type() not in kinds:
                     if not meter.trace or meter._depth:
                         return False
-                    t0, c0 = now(), time.thread_time()
-                    try:
-                        meter._passing = True
-                        QApplication.sendEvent(obj, event)
-                    finally:
-                        meter._passing = False
-                    meter.events.append((t0, now(), time.thread_time() - c0, _event_name(obj, event)))
+                    meter.events.append((*deliver(obj, event), _event_name(obj, event)))
                     return True
                 meter._depth += 1
-                t0, c0 = now(), time.thread_time()
                 try:
-                    # Delivered as Qt would next (PyQt allows no ``obj.event`` on Qt's own objects).
-                    meter._passing = True
-                    QApplication.sendEvent(obj, event)
+                    interval = deliver(obj, event)
                 finally:
-                    meter._passing = False
                     meter._depth -= 1
-                    if not meter._depth:
-                        meter.intervals.append((t0, now(), time.thread_time() - c0))
+                if not meter._depth:
+                    meter.intervals.append(interval)
                 return True
 
         self._filter = _Filter()
