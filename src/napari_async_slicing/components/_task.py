@@ -47,7 +47,7 @@ class SliceTask:
     #: Which plane it shows (``plane_of``); the first item is the step.
     plane: tuple
     force: bool = False
-    #: A fast steady drag's (``Move.hold_s``, set at submit): seconds a multiscale request's
+    #: A fast drag's step (``Move.hold_s``, set at submit): seconds a multiscale request's
     #: data-level reads wait for a next step; its coarse level is read and shown at once.
     hold_s: float = 0.0
     token: CancelToken = field(default_factory=CancelToken)
