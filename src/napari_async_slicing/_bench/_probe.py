@@ -258,7 +258,7 @@ class PaintMeter:
     one: gaps with these intervals taken out show the main thread's own work. An application event
     filter delivers each such event itself, between two clocks; paints nested in another count
     once. With ``trace`` it times every other event delivered outside a paint as well
-    (``events``: start, end, what), which says what a gap is made of (``gap_trace``).
+    (``events``: start, end, CPU, what), which says what a gap is made of (``gap_trace``).
     """
 
     def __init__(self, trace: bool = False) -> None:
