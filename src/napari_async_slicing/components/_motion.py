@@ -33,8 +33,9 @@ class Move:
         """How long this step's data-level reads wait for a next step: a fast drag's step is
         likely superseded before they end (0: read at once). Any stride: a dragged slider skips
         planes unevenly."""
-        fast = self.interval is not None and self.interval <= FAST_INTERVAL_S
-        return HOLD_STEPS * self.interval if fast and self.interval is not None else 0.0
+        if self.interval is None or self.interval > FAST_INTERVAL_S:
+            return 0.0
+        return HOLD_STEPS * self.interval
 
 
 class Motion:
