@@ -354,6 +354,17 @@ def _event_name(obj: Any, event: Any) -> str:
     return f'{type(obj).__name__} {_EVENT_TYPES.get(kind, kind)}'
 
 
+def tally(
+    table: dict[str, list[float]], name: str, count: float, wall_ms: float, cpu_ms: float, longest_ms: float
+) -> None:
+    """Add to ``table[name]``: events, wall ms, CPU ms, the longest event's ms."""
+    row = table.setdefault(name, [0, 0.0, 0.0, 0.0])
+    row[0] += count
+    row[1] += wall_ms
+    row[2] += cpu_ms
+    row[3] = max(row[3], longest_ms)
+
+
 def gap_trace(
     meter: PaintMeter,
     gaps: list[tuple[float, float]],
@@ -370,11 +381,7 @@ def gap_trace(
     by_event: dict[str, list[float]] = {}
     for a, b, cpu, name in meter.events:
         if b > t0 and a < t1:
-            row = by_event.setdefault(name, [0, 0.0, 0.0, 0.0])
-            row[0] += 1
-            row[1] += (b - a) * 1000
-            row[2] += cpu * 1000
-            row[3] = max(row[3], (b - a) * 1000)
+            tally(by_event, name, 1, (b - a) * 1000, cpu * 1000, (b - a) * 1000)
     inside = [
         ((a - start) * 1000, (b - a) * 1000, cpu * 1000, name)
         for a, b, cpu, name in meter.events

@@ -18,6 +18,7 @@ from napari_async_slicing._bench._config import (
     SCENARIO_TITLES,
     SCENARIOS,
 )
+from napari_async_slicing._bench._probe import tally
 
 
 def _median(values: list[float]) -> float | None:
@@ -392,12 +393,8 @@ def gap_trace_report(
             lines.append(f'== {mode}, {scenario}: {len(traces)} scrubs')
             totals: dict[str, list[float]] = {}
             for trace in traces:
-                for name, (count, ms, cpu, top) in trace['by_event'].items():
-                    row = totals.setdefault(name, [0, 0.0, 0.0, 0.0])
-                    row[0] += count
-                    row[1] += ms
-                    row[2] += cpu
-                    row[3] = max(row[3], top)
+                for name, row in trace['by_event'].items():
+                    tally(totals, name, *row)
             n = len(traces)
             wall, cpu = sum(r[1] for r in totals.values()) / n, sum(r[2] for r in totals.values()) / n
             lines.append(f'  per scrub: {wall:.1f} ms in events, {cpu:.1f} ms of it main-thread CPU')
