@@ -348,7 +348,8 @@ def test_bench_refuses_a_spin_it_cannot_run(value, tmp_path, capsys):
 
 def test_a_gap_trace_says_what_the_longest_gap_was_made_of(qapp):
     """``--trace-gaps``: every event the main thread delivers is timed, and the longest gap
-    lists the one that held it up, by receiver and event type."""
+    lists the one that held it up, by receiver and event type; the heartbeat's clocks say the
+    gap was the main thread's own CPU."""
     import time
 
     from qtpy.QtCore import QCoreApplication, QEvent, QObject
@@ -364,7 +365,7 @@ def test_a_gap_trace_says_what_the_longest_gap_was_made_of(qapp):
                 return True
             return super().event(event)
 
-    quiet, meter, heartbeat, slow = PaintMeter(), PaintMeter(trace=True), Heartbeat().start(), Slow()
+    quiet, meter, heartbeat, slow = PaintMeter(), PaintMeter(trace=True), Heartbeat(clocks=True).start(), Slow()
     try:
         run_for(0.05)
         t0 = now()
@@ -377,11 +378,13 @@ def test_a_gap_trace_says_what_the_longest_gap_was_made_of(qapp):
         quiet.stop()
     assert not quiet.events  # only asked for: timing every event costs the main thread a little
     gaps = heartbeat.gaps(t0, t1)
-    trace = gap_trace(meter, gaps, meter.without_paint(gaps), t0, t1)
+    trace = gap_trace(meter, gaps, meter.without_paint(gaps), t0, t1, heartbeat)
     assert trace['gap_ms'] >= 30
-    held = [(ms, cpu) for _, ms, cpu, name in trace['events'] if name == 'Slow User']
+    cpu_ms, _ready_ms = trace['split_ms']
+    assert cpu_ms >= 20, trace
+    held = [(ms, cpu) for _, ms, cpu, _ready, name in trace['events'] if name == 'Slow User']
     assert held and held[0][0] >= 30 and held[0][1] >= 20, trace['events']  # it spun: CPU too
-    count, ms, cpu, longest = trace['by_event']['Slow User']
+    count, ms, cpu, _ready, longest = trace['by_event']['Slow User']
     assert count == 1 and longest >= 30 and cpu >= 20
     assert not [e for e in meter.events if e[1] <= t1]  # what was reported is forgotten
 
@@ -396,3 +399,40 @@ def test_bench_writes_a_gap_trace(tmp_path):
     text = (out / 'gap-trace.txt').read_text()
     assert '== ours, S1: 1 scrubs' in text and 'ms gap with paint taken out' in text
     assert 'MainThreadCaller' in text  # our posted calls, by name
+
+
+@pytest.mark.skipif(not Path('/proc/thread-self/schedstat').exists(), reason='Linux schedstat')
+def test_ready_wait_counts_the_time_a_thread_waited_for_a_cpu():
+    """A thread that shares its one CPU with a busy process waits for it about half the time;
+    alone on it, hardly at all."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from napari_async_slicing._bench._probe import ready_wait
+
+    def spin_on(cpu: int, seconds: float) -> float:
+        before = os.sched_getaffinity(0)
+        os.sched_setaffinity(0, {cpu})
+        try:
+            r0, t0 = ready_wait(), time.perf_counter()
+            while time.perf_counter() - t0 < seconds:
+                pass
+            return ready_wait() - r0
+        finally:
+            os.sched_setaffinity(0, before)
+
+    cpu = min(os.sched_getaffinity(0))
+    alone = spin_on(cpu, 0.2)
+    busy = subprocess.Popen(
+        [sys.executable, '-c', f'import os, time; os.sched_setaffinity(0, {{{cpu}}}); print(flush=True)\n'
+         't = time.time()\nwhile time.time() - t < 5: pass'], stdout=subprocess.PIPE)
+    try:
+        assert busy.stdout is not None and busy.stdout.readline() == b'\n'  # it is on that CPU
+        shared = spin_on(cpu, 0.4)
+    finally:
+        busy.kill()
+        busy.wait(5)
+    assert shared >= 0.1, (alone, shared)
+    assert alone < shared / 2, (alone, shared)

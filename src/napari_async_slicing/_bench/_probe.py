@@ -6,6 +6,7 @@ All timestamps are ``time.perf_counter()`` seconds.
 
 from __future__ import annotations
 
+import bisect
 import collections
 import os
 import sys
@@ -157,13 +158,18 @@ def pattern_volume(shape: tuple[int, int, int]) -> np.ndarray:
 
 
 class Heartbeat:
-    """A main-thread QTimer that records the time of every tick; gaps are what froze the UI."""
+    """A main-thread QTimer that records the time of every tick; gaps are what froze the UI.
 
-    def __init__(self, interval_ms: int = 3) -> None:
+    With ``clocks`` each tick also records the main thread's CPU and its wait for a CPU so far
+    (``split``: what a gap was made of)."""
+
+    def __init__(self, interval_ms: int = 3, clocks: bool = False) -> None:
         from qtpy.QtCore import Qt, QTimer
 
         self.interval_ms = interval_ms
         self.beats: list[float] = []
+        #: ``clocks``: (main-thread CPU, wait for a CPU) at each of ``beats``.
+        self.clocks: list[tuple[float, float]] | None = [] if clocks else None
         self.last = now()
         self.hooks: list[Callable[[float], None]] = []
         self._timer = QTimer()
@@ -172,9 +178,14 @@ class Heartbeat:
 
     def start(self) -> Heartbeat:
         self.last = now()
-        self.beats.append(self.last)
+        self._record(self.last)
         self._timer.start(self.interval_ms)
         return self
+
+    def _record(self, t: float) -> None:
+        self.beats.append(t)
+        if self.clocks is not None:
+            self.clocks.append((time.thread_time(), ready_wait()))
 
     def stop(self) -> None:
         self._timer.stop()
@@ -182,7 +193,7 @@ class Heartbeat:
     def _beat(self) -> None:
         t = now()
         self.last = t
-        self.beats.append(t)
+        self._record(t)
         for hook in self.hooks:
             hook(t)
 
@@ -202,6 +213,18 @@ class Heartbeat:
             if t > t1:
                 break
         return out
+
+    def split(self, end: float) -> tuple[float, float] | None:
+        """The main thread's CPU and wait for a CPU (seconds) over the gap that ended with the
+        tick at ``end``; None without ``clocks``. The rest of the gap it was blocked: for the GIL
+        (each return from Qt into Python takes it), a lock or a system call, or idle."""
+        if self.clocks is None:
+            return None
+        i = bisect.bisect_left(self.beats, end)
+        if not 0 < i < len(self.beats) or self.beats[i] != end:
+            return None
+        (c0, r0), (c1, r1) = self.clocks[i - 1], self.clocks[i]
+        return c1 - c0, r1 - r0
 
 
 #: Thread names of the software GL driver (Mesa's llvmpipe rasterizer and shader compiler).
@@ -227,6 +250,18 @@ def _gl_threads_cpu() -> float | None:
             fields = stat[stat.rindex(')') + 2 :].split()
             total += int(fields[11]) + int(fields[12])  # utime, stime
     return total / tick
+
+
+def ready_wait() -> float:
+    """Seconds the calling thread has waited, runnable, for a CPU (Linux ``schedstat``; else 0).
+
+    Of an event's wall time, what is neither its CPU nor this was spent blocked: waiting for the
+    GIL, a lock or a system call."""
+    try:
+        with open('/proc/thread-self/schedstat') as f:
+            return int(f.read().split()[1]) / 1e9
+    except (OSError, IndexError, ValueError):
+        return 0.0
 
 
 class CpuSplit:
@@ -258,7 +293,8 @@ class PaintMeter:
     one: gaps with these intervals taken out show the main thread's own work. An application event
     filter delivers each such event itself, between two clocks; paints nested in another count
     once. With ``trace`` it times every other event delivered outside a paint as well
-    (``events``: start, end, CPU, what), which says what a gap is made of (``gap_trace``).
+    (``events``: start, end, CPU, run-queue wait, what), which says what a gap is made of
+    (``gap_trace``).
     """
 
     def __init__(self, trace: bool = False) -> None:
@@ -269,8 +305,9 @@ class PaintMeter:
         meter = self
         self.intervals: list[tuple[float, float, float]] = []
         self.trace = trace
-        #: ``trace``: (start, end, main-thread CPU seconds, what) of every other event.
-        self.events: list[tuple[float, float, float, str]] = []
+        #: ``trace``: (start, end, main-thread CPU seconds, seconds waiting for a CPU, what) of
+        #: every other event.
+        self.events: list[tuple[float, float, float, float, str]] = []
         self._depth = 0
         self._passing = False
 
@@ -293,7 +330,9 @@ class PaintMeter:
                 if event.type() not in kinds:
                     if not meter.trace or meter._depth:
                         return False
-                    meter.events.append((*deliver(obj, event), _event_name(obj, event)))
+                    r0 = ready_wait()
+                    t0, t1, cpu = deliver(obj, event)
+                    meter.events.append((t0, t1, cpu, ready_wait() - r0, _event_name(obj, event)))
                     return True
                 meter._depth += 1
                 try:
@@ -355,14 +394,21 @@ def _event_name(obj: Any, event: Any) -> str:
 
 
 def tally(
-    table: dict[str, list[float]], name: str, count: float, wall_ms: float, cpu_ms: float, longest_ms: float
+    table: dict[str, list[float]],
+    name: str,
+    count: float,
+    wall_ms: float,
+    cpu_ms: float,
+    ready_ms: float,
+    longest_ms: float,
 ) -> None:
-    """Add to ``table[name]``: events, wall ms, CPU ms, the longest event's ms."""
-    row = table.setdefault(name, [0, 0.0, 0.0, 0.0])
+    """Add to ``table[name]``: events, wall ms, CPU ms, ms waiting for a CPU, the longest event's ms."""
+    row = table.setdefault(name, [0, 0.0, 0.0, 0.0, 0.0])
     row[0] += count
     row[1] += wall_ms
     row[2] += cpu_ms
-    row[3] = max(row[3], longest_ms)
+    row[3] += ready_ms
+    row[4] = max(row[4], longest_ms)
 
 
 def gap_trace(
@@ -371,27 +417,34 @@ def gap_trace(
     gaps_ex_paint: list[tuple[float, float]],
     t0: float,
     t1: float,
+    heartbeat: Heartbeat | None = None,
 ) -> dict[str, Any]:
     """What the longest of ``gaps_ex_paint`` (heartbeat gaps less paint, ``(end, seconds)``) was
-    made of, event by event (start and wall ms, CPU ms), and every event delivered in ``[t0, t1]``
-    by what it was (count, wall ms, CPU ms, longest): where wall time exceeds CPU the main thread
-    waited (for the GIL, or in a system call). Forgets the events that ended before ``t1``."""
+    made of, event by event (start and wall ms, CPU ms, ms waiting for a CPU), and every event
+    delivered in ``[t0, t1]`` by what it was (count, wall ms, CPU ms, ms waiting for a CPU,
+    longest): what wall time is neither the main thread blocked (for the GIL, a lock, a system
+    call). With ``heartbeat``'s clocks, the whole gap's main-thread CPU and wait for a CPU too.
+    Forgets the events that ended before ``t1``."""
     end, ex = max(gaps_ex_paint, key=lambda gap: gap[1])
     start = end - dict(gaps).get(end, ex)
     by_event: dict[str, list[float]] = {}
-    for a, b, cpu, name in meter.events:
+    for a, b, cpu, ready, name in meter.events:
         if b > t0 and a < t1:
-            tally(by_event, name, 1, (b - a) * 1000, cpu * 1000, (b - a) * 1000)
+            tally(by_event, name, 1, (b - a) * 1000, cpu * 1000, ready * 1000, (b - a) * 1000)
     inside = [
-        ((a - start) * 1000, (b - a) * 1000, cpu * 1000, name)
-        for a, b, cpu, name in meter.events
+        ((a - start) * 1000, (b - a) * 1000, cpu * 1000, ready * 1000, name)
+        for a, b, cpu, ready, name in meter.events
         if b > start and a < end
     ]
-    paints = [((a - start) * 1000, (b - a) * 1000, c * 1000, 'paint') for a, b, c in meter.within(start, end)]
+    paints = [
+        ((a - start) * 1000, (b - a) * 1000, c * 1000, 0.0, 'paint') for a, b, c in meter.within(start, end)
+    ]
     meter.events = [e for e in meter.events if e[1] > t1]
+    split = heartbeat.split(end) if heartbeat is not None else None
     return {
         'gap_ms': ex * 1000,
         'raw_ms': (end - start) * 1000,
+        'split_ms': None if split is None else [v * 1000 for v in split],
         'events': sorted(inside + paints),
         'by_event': by_event,
     }

@@ -381,8 +381,9 @@ def gap_trace_report(
     were, and the ``longest`` paint-excluded gaps event by event."""
     lines = [
         'What the main thread did outside paint during each scrub (every Qt event it delivered, '
-        "timed: wall and main-thread CPU), and its longest paint-excluded gaps event by event (ms from the gap's start; "
-        f'events under {shortest_ms} ms left out).',
+        'timed: wall, main-thread CPU, and "ready": time it was runnable but waiting for a CPU; '
+        'the rest of wall it was blocked, mostly for the GIL), and its longest paint-excluded gaps '
+        f"event by event (ms from the gap's start; events under {shortest_ms} ms left out).",
         '',
     ]
     for mode, records in traced.items():
@@ -396,18 +397,29 @@ def gap_trace_report(
                 for name, row in trace['by_event'].items():
                     tally(totals, name, *row)
             n = len(traces)
-            wall, cpu = sum(r[1] for r in totals.values()) / n, sum(r[2] for r in totals.values()) / n
-            lines.append(f'  per scrub: {wall:.1f} ms in events, {cpu:.1f} ms of it main-thread CPU')
-            lines.append('     events    wall     CPU  longest  what')
-            for name, (count, ms, cpu, top) in sorted(totals.items(), key=lambda kv: -kv[1][1])[:12]:
-                lines.append(f'   {count / n:8.1f} {ms / n:7.1f} {cpu / n:7.1f} {top:8.1f}  {name}')
-            for trace in sorted(traces, key=lambda t: -t['gap_ms'])[:longest]:
+            wall, cpu, ready = (sum(r[i] for r in totals.values()) / n for i in (1, 2, 3))
+            lines.append(
+                f'  per scrub: {wall:.1f} ms in events: {cpu:.1f} ms main-thread CPU, {ready:.1f} ms '
+                f'waiting for a CPU, {wall - cpu - ready:.1f} ms blocked'
+            )
+            lines.append('     events    wall     CPU   ready  longest  what')
+            for name, (count, ms, cpu, ready, top) in sorted(totals.items(), key=lambda kv: -kv[1][1])[:12]:
                 lines.append(
-                    f'  a {trace["gap_ms"]:.1f} ms gap with paint taken out ({trace["raw_ms"]:.1f} ms in all):'
+                    f'   {count / n:8.1f} {ms / n:7.1f} {cpu / n:7.1f} {ready / n:7.1f} {top:8.1f}  {name}'
                 )
-                for at, ms, cpu, name in trace['events']:
+            for trace in sorted(traces, key=lambda t: -t['gap_ms'])[:longest]:
+                split = ''
+                if trace.get('split_ms'):
+                    cpu, ready = trace['split_ms']
+                    split = f'; CPU {cpu:.1f}, waiting for a CPU {ready:.1f}, blocked {trace["raw_ms"] - cpu - ready:.1f}'
+                lines.append(
+                    f'  a {trace["gap_ms"]:.1f} ms gap with paint taken out ({trace["raw_ms"]:.1f} ms in all{split}):'
+                )
+                for at, ms, cpu, ready, name in trace['events']:
                     if ms >= shortest_ms:
-                        lines.append(f'    {at:6.1f} + {ms:5.1f} (CPU {cpu:4.1f})  {name}')
+                        lines.append(
+                            f'    {at:6.1f} + {ms:5.1f} (CPU {cpu:4.1f}, ready {ready:4.1f})  {name}'
+                        )
             lines.append('')
     return '\n'.join(lines)
 

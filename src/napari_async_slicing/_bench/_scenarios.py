@@ -44,7 +44,7 @@ class Context:
 
     def __init__(self, spec: BenchSpec) -> None:
         self.spec = spec
-        self.heartbeat = Heartbeat(spec.heartbeat_ms).start()
+        self.heartbeat = Heartbeat(spec.heartbeat_ms, clocks=spec.trace_gaps).start()
         self.paint = PaintMeter(trace=spec.trace_gaps)
         #: ``gap_trace`` of each scrub of the running repetition (``spec.trace_gaps``).
         self.gap_traces: list[dict[str, Any]] = []
@@ -195,7 +195,7 @@ def _main_thread(ctx: Context, times: Scrub, t_end: float) -> dict[str, float]:
     ex_paint = ctx.paint.without_paint(raw)
     gaps = gap_stats(ex_paint)
     if ctx.paint.trace and ex_paint:
-        ctx.gap_traces.append(gap_trace(ctx.paint, raw, ex_paint, times[0], t_end))
+        ctx.gap_traces.append(gap_trace(ctx.paint, raw, ex_paint, times[0], t_end, ctx.heartbeat))
     cpu = time.thread_time() - times.cpu_start - ctx.paint.cpu(times[0], now())
     split = times.cpu_split.since()
     return {
