@@ -420,11 +420,11 @@ def gap_trace(
     heartbeat: Heartbeat | None = None,
 ) -> dict[str, Any]:
     """What the longest of ``gaps_ex_paint`` (heartbeat gaps less paint, ``(end, seconds)``) was
-    made of, event by event (start and wall ms, CPU ms, ms waiting for a CPU), and every event
-    delivered in ``[t0, t1]`` by what it was (count, wall ms, CPU ms, ms waiting for a CPU,
-    longest): what wall time is neither the main thread blocked (for the GIL, a lock, a system
-    call). With ``heartbeat``'s clocks, the whole gap's main-thread CPU and wait for a CPU too.
-    Forgets the events that ended before ``t1``."""
+    made of, event by event (start and wall ms, CPU ms, ms waiting for a CPU; None for a paint),
+    and every event delivered in ``[t0, t1]`` by what it was (count, wall ms, CPU ms, ms waiting
+    for a CPU, longest). Wall time that is neither CPU nor waiting for a CPU the main thread spent
+    blocked (for the GIL, a lock, a system call). With ``heartbeat``'s clocks, the whole gap's
+    main-thread CPU and wait for a CPU too. Forgets the events that ended before ``t1``."""
     end, ex = max(gaps_ex_paint, key=lambda gap: gap[1])
     start = end - dict(gaps).get(end, ex)
     by_event: dict[str, list[float]] = {}
@@ -437,7 +437,7 @@ def gap_trace(
         if b > start and a < end
     ]
     paints = [
-        ((a - start) * 1000, (b - a) * 1000, c * 1000, 0.0, 'paint') for a, b, c in meter.within(start, end)
+        ((a - start) * 1000, (b - a) * 1000, c * 1000, None, 'paint') for a, b, c in meter.within(start, end)
     ]
     meter.events = [e for e in meter.events if e[1] > t1]
     split = heartbeat.split(end) if heartbeat is not None else None

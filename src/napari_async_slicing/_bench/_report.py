@@ -417,9 +417,8 @@ def gap_trace_report(
                 )
                 for at, ms, cpu, ready, name in trace['events']:
                     if ms >= shortest_ms:
-                        lines.append(
-                            f'    {at:6.1f} + {ms:5.1f} (CPU {cpu:4.1f}, ready {ready:4.1f})  {name}'
-                        )
+                        waited = '' if ready is None else f', ready {ready:4.1f}'  # None: a paint
+                        lines.append(f'    {at:6.1f} + {ms:5.1f} (CPU {cpu:4.1f}{waited})  {name}')
             lines.append('')
     return '\n'.join(lines)
 
