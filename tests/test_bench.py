@@ -402,7 +402,8 @@ def test_bench_writes_a_gap_trace(tmp_path):
 
 
 def _schedstat_counts() -> bool:
-    """Whether this kernel counts run delay (Linux ``schedstat``; a process has waited a bit)."""
+    """Whether this kernel counts run delay (Linux ``schedstat``; a process has waited a bit).
+    Read here, not with ``ready_wait``: a broken ``ready_wait`` must fail the test, not skip it."""
     try:
         return int(Path('/proc/self/schedstat').read_text().split()[1]) > 0
     except (OSError, IndexError, ValueError):
