@@ -148,18 +148,20 @@ class Prefetcher:
         if not info.heavy and layer.reads and layer.plane[1:] == info.plane[1:]:
             # A fast drag over a multiscale layer reads its coarse level only (``Move.hold_s``).
             coarse_only = info.move is not None and info.move.hold_s > 0 and _has_coarse(layer)
+
+            def reads(plane: tuple) -> list[_Read]:
+                return [read for read in self._moved(layer, plane) if read.coarse or not coarse_only]
+
             # The plane asked for now: its reads go out before its request reaches a worker.
-            for read in self._moved(layer, info.plane[0]):
-                if read.coarse or not coarse_only:
-                    wants.extend((r, Tier.VISIBLE, 0 if read.coarse else 1) for r in self._chunk_reads(read))
+            for read in reads(info.plane[0]):
+                wants.extend((r, Tier.VISIBLE, 0 if read.coarse else 1) for r in self._chunk_reads(read))
             move = info.move
             if self.radius and move is not None and move.steady:
                 ahead = list(info.plane[0])
                 ahead[move.axis] += move.stride
                 if 0 <= ahead[move.axis] < info.nsteps[move.axis]:
-                    for read in self._moved(layer, tuple(ahead)):
-                        if read.coarse or not coarse_only:
-                            wants.extend((r, Tier.PREFETCH, 0) for r in self._chunk_reads(read))
+                    for read in reads(tuple(ahead)):
+                        wants.extend((r, Tier.PREFETCH, 0) for r in self._chunk_reads(read))
         self.queue.want(key, wants)
 
     def _rested_all(self, keys: list[int]) -> None:
