@@ -52,3 +52,15 @@ def test_what_waits_for_a_frame_runs_after_the_paint_that_showed_it(qapp, qtbot)
     caller._frame_shown()
     qtbot.waitUntil(lambda: ran == ['first', 'second'], timeout=2000)
     caller.close()
+
+
+def test_a_canvas_that_shows_no_frame_still_counts_one_after_the_fallback(qapp, qtbot):
+    """Minimised, a window paints nothing: what waits for a frame runs after the fallback, and that
+    counts as a frame, so whatever is paced per frame (a layer shown once a frame) goes on."""
+    caller = MainThreadCaller()
+    caller.frame = lambda: caller._frames  # as with a canvas: frames are counted
+    ran: list[int] = []
+    caller.after_frame(lambda: ran.append(caller.frame()))
+    qtbot.waitUntil(lambda: bool(ran), timeout=2000)
+    assert ran == [1]
+    caller.close()

@@ -45,6 +45,27 @@ def test_remote_layer_shows_requested_plane(viewer, server, remote_volume, qtbot
     assert viewer.dims.current_step[0] == 7
 
 
+def test_planes_are_shown_while_the_window_paints_nothing(viewer, server, remote_volume, qtbot, qapp):
+    """A minimised window shows no frames. A layer is shown at most once a frame, so each step's
+    plane must still reach the layer and its vispy node once the frame clock's fallback passes."""
+    from qtpy.QtCore import QEvent, QObject
+
+    class NoPaint(QObject):
+        def eventFilter(self, obj, event):
+            return event.type() in (QEvent.Type.Paint, QEvent.Type.UpdateRequest)
+
+    server.configure(latency=0.02)
+    layer = add_remote(viewer, remote_volume)
+    no_paint = NoPaint()
+    qapp.installEventFilter(no_paint)
+    try:
+        for z in (3, 8):
+            step_to(viewer, z)
+            qtbot.waitUntil(lambda z=z: shown_plane(viewer, layer) == z and layer.loaded, timeout=3000)
+    finally:
+        qapp.removeEventFilter(no_paint)
+
+
 def test_newer_request_cancels_the_in_flight_read(viewer, server, remote_volume, qtbot):
     layer = add_remote(viewer, remote_volume)
     server.configure(latency=2.0)

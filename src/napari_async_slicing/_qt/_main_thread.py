@@ -13,7 +13,8 @@ _CALL = QEvent.Type(QEvent.registerEventType())
 _NORMAL_PRIORITY = int(
     getattr(Qt.EventPriority.NormalEventPriority, 'value', Qt.EventPriority.NormalEventPriority)
 )
-#: If the canvas shows no frame this long (hidden, minimised), ``after_frame`` callbacks run anyway.
+#: If the canvas shows no frame this long (minimised, not painted), a frame is counted anyway and
+#: ``after_frame`` callbacks run: what is paced by frames keeps going at this interval.
 FRAME_FALLBACK_S = 0.1
 
 
@@ -65,7 +66,7 @@ class MainThreadCaller(QObject):
 
     def after_frame(self, fn: Callable[[], Any]) -> None:
         """Main thread: run ``fn`` once the canvas has shown its next frame (or after
-        ``FRAME_FALLBACK_S`` if it shows none: hidden, minimised)."""
+        ``FRAME_FALLBACK_S`` if it shows none, which then counts as a frame: minimised)."""
         if not self._after:
             self._frame_timer = self._restart(self._frame_timer, FRAME_FALLBACK_S)
         self._after.append(fn)
@@ -125,6 +126,7 @@ class MainThreadCaller(QObject):
     def timerEvent(self, event: QTimerEvent | None) -> None:
         timer_id = event.timerId() if event is not None else 0
         if timer_id == self._frame_timer:
+            self._frames += 1  # no frame shown: without this, a layer shown in the last frame waits forever
             self._run_after()
         elif timer_id == self._later_timer:
             self._later_timer = self._restart(self._later_timer, None)
