@@ -445,3 +445,19 @@ def test_ready_wait_counts_the_time_a_thread_waited_for_a_cpu():
         busy.wait(5)
     assert shared >= 0.1, (alone, shared)
     assert alone < shared / 2, (alone, shared)
+
+
+def test_bench_without_paint_draws_nothing_and_still_shows_every_plane(tmp_path):
+    """``--no-paint``: no paint reaches the window, yet both slicers hand vispy the final plane
+    (ours paces its applies by a frame clock that then only ticks by its fallback)."""
+    out = tmp_path / 'bench'
+    argv = ['--quick', '--size', 'tiny', '--repeat', '1', '--latency', '0.05', '--modes', 'napari-async,ours',
+            '--scenarios', 'S1', '--no-paint', '--out', str(out)]
+    assert bench_main(argv) == 0
+    results = json.loads((out / 'bench.json').read_text())
+    for mode in ('napari-async', 'ours'):
+        (rec,) = _records(results, mode, 'S1')
+        assert rec['status'] == 'ok', rec
+        assert rec['metrics']['paint_ms'] == 0, rec['metrics']
+        assert rec['extra']['final_plane_correct'], rec['extra']
+    assert '--no-paint' in (out / 'bench.md').read_text()

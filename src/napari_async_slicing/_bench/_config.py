@@ -183,6 +183,9 @@ class BenchSpec:
     profile_gaps: bool = False
     #: Time every main-thread event and report what each scrub's longest gap was made of.
     trace_gaps: bool = False
+    #: Drop every paint (the window draws nothing) and clock frames at 60 Hz: the main thread's
+    #: cost with painting free, which a GPU comes close to and software GL does not.
+    no_paint: bool = False
     latency_log: bool = False  # 'ours' only: write our slicer's latency log (stage breakdown)
     read_engine: str = 'auto'  # 'ours' only: SlicingOptions.read_engine (auto, tensorstore, zarr)
     keep_timeline: bool = True

@@ -66,6 +66,13 @@ def _parser(prog: str = 'napari-async-slicing bench') -> argparse.ArgumentParser
         'paint-excluded gap was made of, event by event (perturbs the timings slightly)',
     )
     p.add_argument(
+        '--no-paint',
+        action='store_true',
+        help='drop every paint event (the window draws nothing; frames are clocked at 60 Hz): '
+        "the main thread's cost with painting free, as on a GPU, with software GL's paints and "
+        'their CPU left out (vispy is still handed every plane)',
+    )
+    p.add_argument(
         '--latency-log',
         action='store_true',
         help="also write our slicer's latency log in the 'ours' run and add its stage "
@@ -127,6 +134,7 @@ def bench_main(argv: list[str] | None = None) -> int:
         ome_size=args.ome_size,
         profile_gaps=args.profile_gaps,
         trace_gaps=args.trace_gaps,
+        no_paint=args.no_paint,
         latency_log=args.latency_log,
         spin=spin,
     )

@@ -294,10 +294,11 @@ class PaintMeter:
     filter delivers each such event itself, between two clocks; paints nested in another count
     once. With ``trace`` it times every other event delivered outside a paint as well
     (``events``: start, end, CPU, run-queue wait, what), which says what a gap is made of
-    (``gap_trace``).
+    (``gap_trace``). With ``drop`` it delivers no paint at all (nothing is drawn; bench
+    ``--no-paint``).
     """
 
-    def __init__(self, trace: bool = False) -> None:
+    def __init__(self, trace: bool = False, drop: bool = False) -> None:
         from qtpy.QtCore import QEvent, QObject
         from qtpy.QtWidgets import QApplication
 
@@ -333,6 +334,8 @@ class PaintMeter:
                     r0 = ready_wait()
                     t0, t1, cpu = deliver(obj, event)
                     meter.events.append((t0, t1, cpu, ready_wait() - r0, _event_name(obj, event)))
+                    return True
+                if drop:  # nothing is painted
                     return True
                 meter._depth += 1
                 try:

@@ -125,7 +125,13 @@ def markdown(results: dict[str, Any], agg: dict[str, Any], command: str, facts: 
         f'{"x".join(map(str, spec["memory_shape"]))} uint16 (S4: {spec["single_steps"]} steps), '
         f'S2 numpy {"x".join(map(str, spec["mixed_shape"]))} float32; heartbeat every '
         f'{spec["heartbeat_ms"]} ms; each value is the median of {spec["repeat"]} repetitions, '
-        'each mode in its own process.' + _engine_note(results),
+        'each mode in its own process.'
+        + _engine_note(results)
+        + (
+            ' No paint: every paint event dropped (`--no-paint`), frames clocked at 60 Hz.'
+            if spec.get('no_paint')
+            else ''
+        ),
         '',
     ]
     if 'S3' in spec['scenarios']:

@@ -45,7 +45,11 @@ class Context:
     def __init__(self, spec: BenchSpec) -> None:
         self.spec = spec
         self.heartbeat = Heartbeat(spec.heartbeat_ms, clocks=spec.trace_gaps).start()
-        self.paint = PaintMeter(trace=spec.trace_gaps)
+        self.paint = PaintMeter(trace=spec.trace_gaps, drop=spec.no_paint)
+        if spec.no_paint:  # no frame is ever shown: our frame-paced applies follow a 60 Hz clock
+            from napari_async_slicing._qt import _main_thread
+
+            _main_thread.FRAME_FALLBACK_S = 1 / 60
         #: ``gap_trace`` of each scrub of the running repetition (``spec.trace_gaps``).
         self.gap_traces: list[dict[str, Any]] = []
         self.sampler: StallSampler | None = None
