@@ -61,7 +61,7 @@ class MainThreadCaller(QObject):
         QCoreApplication.postEvent(self, _CallEvent(fn), _NORMAL_PRIORITY)
 
     def frame(self) -> int:
-        """How many frames the canvas has shown."""
+        """How many frames the canvas has shown (a fallback with none shown counts as one)."""
         return self._frames
 
     def after_frame(self, fn: Callable[[], Any]) -> None:
