@@ -87,7 +87,10 @@ def test_bench_main_quick_in_memory(tiny_bench):
 def test_bench_main_remote_scrub_tiny(tiny_bench):
     _, md, doc = tiny_bench
     _assert_numeric_per_mode(md, ['max main-thread gap', 'final-plane latency after last step',
-                                  'planes applied', 'HTTP chunk requests'])
+                                  'planes applied', 'HTTP chunk requests',
+                                  'main-thread gaps over 8 ms, paint taken out',
+                                  'reference: paints (Paint and UpdateRequest events)',
+                                  'CPU outside the main thread and GL, whole scrub'])
     for mode in MODES:
         (rec,) = _records(doc, mode, 'S1')
         assert rec['status'] == 'ok', rec
@@ -97,6 +100,8 @@ def test_bench_main_remote_scrub_tiny(tiny_bench):
         # step handler's main-thread CPU is measured.
         m = rec['metrics']
         assert m['paint_ms'] > 0 and m['max_gap_ex_paint_ms'] <= m['max_gap_ms'] + 0.5, m
+        # How often it paints, and how many paint-excluded gaps the longest one stands among.
+        assert m['paints'] >= 1 and (m['gaps_over_8ms_ex_paint'] >= 1) == (m['max_gap_ex_paint_ms'] > 8), m
         assert 0 < m['step_cpu_ms'] <= m['step_cpu_max_ms'] and m['main_cpu_per_step_ms'] > 0, m
         # CPU per plane shown: the process's, and what is left outside the main thread and GL.
         assert m['process_cpu_per_plane_ms'] > 0 and 0 <= m['reader_cpu_per_plane_ms'] < m['process_cpu_per_plane_ms'], m
@@ -458,6 +463,6 @@ def test_bench_without_paint_draws_nothing_and_still_shows_every_plane(tmp_path)
     for mode in ('napari-async', 'ours'):
         (rec,) = _records(results, mode, 'S1')
         assert rec['status'] == 'ok', rec
-        assert rec['metrics']['paint_ms'] == 0, rec['metrics']
+        assert rec['metrics']['paint_ms'] == 0 and rec['metrics']['paints'] == 0, rec['metrics']
         assert rec['extra']['final_plane_correct'], rec['extra']
     assert '--no-paint' in (out / 'bench.md').read_text()

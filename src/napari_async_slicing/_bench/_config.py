@@ -46,9 +46,11 @@ class Metric:
 _MAIN_THREAD: tuple[Metric, ...] = (
     Metric('max_gap_ex_paint_ms', 'max main-thread gap, paint taken out', 'ms'),
     Metric('stall_ex_paint_ms', 'total stall over 16 ms, paint taken out', 'ms'),
+    Metric('gaps_over_8ms_ex_paint', 'main-thread gaps over 8 ms, paint taken out', ''),
     Metric('step_cpu_ms', 'main-thread CPU of a step handler: median', 'ms'),
     Metric('step_cpu_max_ms', 'main-thread CPU of a step handler: max', 'ms'),
     Metric('main_cpu_per_step_ms', 'main-thread CPU per step outside paint (handlers, applies)', 'ms'),
+    Metric('paints', 'reference: paints (Paint and UpdateRequest events) during the scrub', ''),
     Metric('paint_ms', 'reference: main-thread time spent painting', 'ms'),
 )
 
@@ -56,6 +58,7 @@ _MAIN_THREAD: tuple[Metric, ...] = (
 #: (``_probe.CpuSplit``): the whole process, and outside the main thread and the software GL
 #: rasterizer's threads (reads: IO loop, decoding, workers; Linux only).
 _PROCESS_CPU: tuple[Metric, ...] = (
+    Metric('reader_cpu_ms', 'CPU outside the main thread and GL, whole scrub', 'ms'),
     Metric('process_cpu_per_plane_ms', 'process CPU per plane shown', 'ms'),
     Metric('reader_cpu_per_plane_ms', 'CPU outside the main thread and GL per plane shown', 'ms'),
 )

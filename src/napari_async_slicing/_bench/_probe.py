@@ -370,6 +370,10 @@ class PaintMeter:
         """Main-thread CPU seconds of the paints that began within ``[t0, t1]``."""
         return sum(c for a, _, c in self.intervals if t0 <= a <= t1)
 
+    def count(self, t0: float, t1: float) -> int:
+        """How many paints began within ``[t0, t1]``."""
+        return sum(1 for a, _, _ in self.intervals if t0 <= a <= t1)
+
     def without_paint(self, gaps: list[tuple[float, float]]) -> list[tuple[float, float]]:
         """Heartbeat ``gaps`` (end, seconds) less the time spent painting inside each."""
         return [(t, max(0.0, g - self.overlap(t - g, t))) for t, g in gaps]
@@ -474,6 +478,7 @@ def gap_stats(gaps: list[tuple[float, float]], frame_s: float = 0.016) -> dict[s
         'max_gap_ms': max(values) * 1000,
         'stall_ms': sum(g - frame_s for g in values if g > frame_s) * 1000,
         'gaps_over_16ms': float(sum(1 for g in values if g > frame_s)),
+        'gaps_over_8ms': float(sum(1 for g in values if g > frame_s / 2)),
     }
 
 

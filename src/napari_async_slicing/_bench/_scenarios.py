@@ -207,9 +207,11 @@ def _main_thread(ctx: Context, times: Scrub, t_end: float) -> dict[str, float]:
         'reader_cpu_ms': split['reader'] * 1000,
         'max_gap_ex_paint_ms': gaps['max_gap_ms'],
         'stall_ex_paint_ms': gaps['stall_ms'],
+        'gaps_over_8ms_ex_paint': gaps['gaps_over_8ms'],
         'step_cpu_ms': statistics.median(times.step_cpu) * 1000,
         'step_cpu_max_ms': max(times.step_cpu) * 1000,
         'main_cpu_per_step_ms': cpu / len(times) * 1000,
+        'paints': float(ctx.paint.count(times[0], t_end)),
         'paint_ms': ctx.paint.overlap(times[0], t_end) * 1000,
     }
 
@@ -512,7 +514,14 @@ def scenario_s8(ctx: Context) -> tuple[dict[str, float], dict[str, Any]]:
     metrics: dict[str, float] = {}
     for key in ('max_gap_ms', 'max_gap_ex_paint_ms', 'step_cpu_max_ms'):
         metrics[key] = max(r[key] for r in scrubs)
-    for key in ('stall_ex_paint_ms', 'planes_applied', 'process_cpu_ms', 'reader_cpu_ms'):
+    for key in (
+        'stall_ex_paint_ms',
+        'gaps_over_8ms_ex_paint',
+        'paints',
+        'planes_applied',
+        'process_cpu_ms',
+        'reader_cpu_ms',
+    ):
         metrics[key] = sum(r[key] for r in scrubs)
     metrics.update(_per_plane(metrics, int(metrics['planes_applied'])))
     for key in ('step_cpu_ms', 'main_cpu_per_step_ms'):
