@@ -190,6 +190,31 @@ def test_view_equals_napari_sync_slicing(viewer, qtbot, kind):
     check()
 
 
+def test_a_thumbnail_still_to_come_does_not_overwrite_a_synchronous_slice(viewer, qtbot, monkeypatch):
+    """A Shapes plane shown while its thumbnail waits (at most 4 a second), then napari's own
+    synchronous slicing (as for an ndisplay or dims-order change of Shapes) to another plane:
+    waiting for slicing must not put the older plane's thumbnail back over napari's."""
+    from napari_async_slicing.components import _applier
+
+    monkeypatch.setattr(_applier, 'THUMBNAIL_INTERVAL_S', 30.0)  # every later thumbnail waits
+    with viewer.sync_slicing():
+        layer = viewer.add_layer(Shapes(polygons(), shape_type='polygon'))
+    slicer = viewer._layer_slicer
+    shown = slicer._applier._shown
+    for z in (1, 4):  # it starts at plane 2
+        viewer.dims.current_step = (z, *viewer.dims.current_step[1:])
+        qtbot.waitUntil(lambda z=z: layer in shown and shown[layer].plane[0][0] == z and layer.loaded, timeout=5000)
+    assert layer in slicer._applier._thumbnail_due  # plane 4's thumbnail is still to come
+    with slicer.force_sync():
+        viewer.dims.current_step = (3, *viewer.dims.current_step[1:])  # napari slices plane 3
+    napari_s = np.array(layer.thumbnail)
+    slicer.wait_until_idle(timeout=5)  # shows the thumbnails still to come
+    np.testing.assert_array_equal(layer.thumbnail, napari_s)
+    with slicer.force_sync():
+        viewer.dims.current_step = (4, *viewer.dims.current_step[1:])
+    assert not np.array_equal(layer.thumbnail, napari_s)  # the two planes' thumbnails differ
+
+
 def test_shapes_and_tracks_slice_off_the_main_thread(viewer, qtbot, monkeypatch):
     with viewer.sync_slicing():
         shapes = viewer.add_shapes(polygons(300), shape_type='polygon')

@@ -198,6 +198,8 @@ class Applier:
         shown = self._shown.get(layer) if layer is not None else None
         if item is None or shown is None or self._closed or shown.request_id != item.task.request_id:
             return  # gone, or its thumbnail came with a newer plane
+        if item.task.epoch != self._epoch_of(layer):
+            return  # napari's synchronous slicing showed a plane (and its thumbnail) since
         self._thumbnail_at[layer] = time.monotonic()
         _slice.update_thumbnail(layer, item.response)
 
