@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from napari_async_slicing._bench import MODES, bench_main
-from napari_async_slicing._bench._config import MODE_TITLES
+from napari_async_slicing._bench._config import MODE_TITLES, READER_CPU_KEYS
 
 from .conftest import wait_until
 
@@ -90,7 +90,8 @@ def test_bench_main_remote_scrub_tiny(tiny_bench):
                                   'planes applied', 'HTTP chunk requests',
                                   'main-thread gaps over 8 ms, paint taken out',
                                   'reference: paints (Paint and UpdateRequest events)',
-                                  'CPU outside the main thread and GL, whole scrub'])
+                                  'CPU outside the main thread and GL, whole scrub',
+                                  "of it: zarr's IO loop", 'of it: our slicing workers'])
     for mode in MODES:
         (rec,) = _records(doc, mode, 'S1')
         assert rec['status'] == 'ok', rec
@@ -105,6 +106,11 @@ def test_bench_main_remote_scrub_tiny(tiny_bench):
         assert 0 < m['step_cpu_ms'] <= m['step_cpu_max_ms'] and m['main_cpu_per_step_ms'] > 0, m
         # CPU per plane shown: the process's, and what is left outside the main thread and GL.
         assert m['process_cpu_per_plane_ms'] > 0 and 0 <= m['reader_cpu_per_plane_ms'] < m['process_cpu_per_plane_ms'], m
+        # That CPU by thread: the groups add up to it at most; only ours has slicing workers.
+        groups = [m[key] for key in READER_CPU_KEYS]
+        assert min(groups) >= 0 and sum(groups) <= m['reader_cpu_ms'] + 1, m
+        assert (m['reader_workers_cpu_ms'] > 0) == (mode == 'ours'), m
+        assert m['reader_io_cpu_ms'] > 0, m  # every mode reads through zarr's event loop
     # napari's sync slicing shows every step it is asked for.
     expected = min(doc['spec']['steps'], doc['spec']['volume_shape'][0] - 1)
     assert doc['table']['S1']['planes_applied']['napari-sync'] == expected

@@ -54,11 +54,23 @@ _MAIN_THREAD: tuple[Metric, ...] = (
     Metric('paint_ms', 'reference: main-thread time spent painting', 'ms'),
 )
 
+#: The CPU outside the main thread and GL by thread (``_probe._READER_GROUPS``), whole scrub.
+_READER_CPU: tuple[tuple[str, str], ...] = (
+    ('reader_io_cpu_ms', "zarr's IO loop (HTTP, zarr's chunk pipeline, our read queue)"),
+    ('reader_pools_cpu_ms', "thread pools (zarr's decoding, dask's tasks)"),
+    ('reader_workers_cpu_ms', 'our slicing workers'),
+    ('reader_tensorstore_cpu_ms', "tensorstore's threads"),
+    ('reader_status_cpu_ms', "napari's status checker"),
+    ('reader_other_cpu_ms', 'other threads, and threads that ended'),
+)
+READER_CPU_KEYS: tuple[str, ...] = tuple(key for key, _ in _READER_CPU)
+
 #: A scrub's CPU per plane shown, from the start of the scrub until its final plane is shown
 #: (``_probe.CpuSplit``): the whole process, and outside the main thread and the software GL
 #: rasterizer's threads (reads: IO loop, decoding, workers; Linux only).
 _PROCESS_CPU: tuple[Metric, ...] = (
     Metric('reader_cpu_ms', 'CPU outside the main thread and GL, whole scrub', 'ms'),
+    *(Metric(key, f'  of it: {label}', 'ms') for key, label in _READER_CPU),
     Metric('process_cpu_per_plane_ms', 'process CPU per plane shown', 'ms'),
     Metric('reader_cpu_per_plane_ms', 'CPU outside the main thread and GL per plane shown', 'ms'),
 )

@@ -231,25 +231,49 @@ class Heartbeat:
 _GL_THREADS = ('llvmpipe', 'python:disk$', 'lp:')
 
 
-def _gl_threads_cpu() -> float | None:
-    """CPU seconds of the software GL driver's threads so far (Linux ``/proc``; else None)."""
-    tick = os.sysconf('SC_CLK_TCK') if hasattr(os, 'sysconf') else 100
-    total = 0
+#: Groups of the threads outside the main one and the GL driver's, by name: (group, Python
+#: thread name prefixes, OS thread name prefixes). The rest is "other" (and threads that ended).
+_READER_GROUPS: tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...] = (
+    ('io', ('zarr_io',), ()),  # zarr's event loop: HTTP, zarr's chunk pipeline, our read queue
+    ('pools', ('asyncio_', 'ThreadPoolExecutor'), ()),  # zarr's decoding (to_thread), dask's tasks
+    ('workers', ('napari-async-slicing',), ()),  # our slicing workers
+    ('tensorstore', (), ('ts_',)),
+    ('status', ('StatusChecker',), ()),  # napari's cursor status thread
+)
+
+
+def _threads_cpu() -> dict[str, float] | None:
+    """CPU seconds so far of the process's threads by group: ``gl`` (the software GL driver),
+    the ``_READER_GROUPS`` and ``main`` (Linux ``/proc``; else None). A thread that ended is in
+    none of them."""
+    python_names = {t.native_id: t.name for t in threading.enumerate()}
+    main_id = threading.main_thread().native_id
     try:
         tids = os.listdir('/proc/self/task')
     except OSError:
         return None
+    out = dict.fromkeys(('main', 'gl', *(g for g, _, _ in _READER_GROUPS)), 0.0)
     for tid in tids:
         try:
-            with open(f'/proc/self/task/{tid}/stat') as f:
-                stat = f.read()
-        except OSError:  # the thread ended
+            with open(f'/proc/self/task/{tid}/comm') as f:
+                name = f.read().strip()
+            with open(f'/proc/self/task/{tid}/schedstat') as f:
+                cpu = int(f.read().split()[0]) / 1e9  # nanoseconds on a CPU
+        except (OSError, IndexError, ValueError):  # the thread ended
             continue
-        name = stat[stat.index('(') + 1 : stat.rindex(')')]
-        if name.startswith(_GL_THREADS):
-            fields = stat[stat.rindex(')') + 2 :].split()
-            total += int(fields[11]) + int(fields[12])  # utime, stime
-    return total / tick
+        if int(tid) == main_id:
+            group = 'main'
+        elif name.startswith(_GL_THREADS):
+            group = 'gl'
+        else:
+            python_name = python_names.get(int(tid), '')
+            group = next(
+                (g for g, py, os_ in _READER_GROUPS if python_name.startswith(py) or name.startswith(os_)),
+                'other',
+            )
+        if group != 'other':
+            out[group] += cpu
+    return out
 
 
 def ready_wait() -> float:
@@ -266,23 +290,31 @@ def ready_wait() -> float:
 
 class CpuSplit:
     """The process's CPU over an interval, split: all threads, the main thread (call on it), and
-    the software GL driver's threads; what is left is the reads' (IO loop, decoding, workers)."""
+    the software GL driver's threads; what is left is the reads' (IO loop, decoding, workers),
+    itself split by thread (``_READER_GROUPS``; the rest, ``other``, includes threads that ended)."""
 
     def __init__(self) -> None:
         self._start = self._sample()
 
     @staticmethod
-    def _sample() -> tuple[float, float, float | None]:
-        return time.process_time(), time.thread_time(), _gl_threads_cpu()
+    def _sample() -> tuple[float, float, dict[str, float] | None]:
+        return time.process_time(), time.thread_time(), _threads_cpu()
 
     def since(self) -> dict[str, float]:
-        """``{'process': s, 'reader': s}`` since this was made (reader: None without ``/proc``)."""
+        """``{'process': s, 'reader': s, 'reader_<group>': s, ...}`` since this was made (the
+        reader's figures are NaN without ``/proc``)."""
         end = self._sample()
         process = end[0] - self._start[0]
         main = end[1] - self._start[1]
-        start_gl, end_gl = self._start[2], end[2]
-        reader = float('nan') if start_gl is None or end_gl is None else process - main - (end_gl - start_gl)
-        return {'process': process, 'reader': reader}
+        start, stop = self._start[2], end[2]
+        groups = [g for g, _, _ in _READER_GROUPS]
+        if start is None or stop is None:
+            nan = float('nan')
+            return {'process': process, 'reader': nan, **{f'reader_{g}': nan for g in (*groups, 'other')}}
+        reader = process - main - (stop['gl'] - start['gl'])
+        split = {f'reader_{g}': max(0.0, stop[g] - start[g]) for g in groups}
+        split['reader_other'] = max(0.0, reader - sum(split.values()))
+        return {'process': process, 'reader': reader, **split}
 
 
 class PaintMeter:
