@@ -238,7 +238,7 @@ _READER_GROUPS: tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...] = (
     ('pools', ('asyncio_', 'ThreadPoolExecutor'), ()),  # zarr's decoding (to_thread), dask's tasks
     ('workers', ('napari-async-slicing',), ()),  # our slicing workers
     ('tensorstore', (), ('ts_',)),
-    ('status', ('StatusChecker',), ()),  # napari's cursor status thread
+    ('status', (), ('StatusChecker',)),  # napari's cursor status thread (a QThread)
 )
 
 
