@@ -57,7 +57,7 @@ _MAIN_THREAD: tuple[Metric, ...] = (
 #: The CPU outside the main thread and GL by thread (``_probe._READER_GROUPS``), whole scrub.
 _READER_CPU: tuple[tuple[str, str], ...] = (
     ('reader_io_cpu_ms', "zarr's IO loop (HTTP, zarr's chunk pipeline, our read queue)"),
-    ('reader_pools_cpu_ms', "thread pools (zarr's decoding, dask's tasks)"),
+    ('reader_pools_cpu_ms', "thread pools (zarr's decoding, dask's tasks, napari's slicing thread)"),
     ('reader_workers_cpu_ms', 'our slicing workers'),
     ('reader_tensorstore_cpu_ms', "tensorstore's threads"),
     ('reader_status_cpu_ms', "napari's status checker"),

@@ -235,7 +235,8 @@ _GL_THREADS = ('llvmpipe', 'python:disk$', 'lp:')
 #: thread name prefixes, OS thread name prefixes). The rest is "other" (and threads that ended).
 _READER_GROUPS: tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...] = (
     ('io', ('zarr_io',), ()),  # zarr's event loop: HTTP, zarr's chunk pipeline, our read queue
-    ('pools', ('asyncio_', 'ThreadPoolExecutor'), ()),  # zarr's decoding (to_thread), dask's tasks
+    # zarr's decoding (to_thread), dask's tasks, napari's own slicing thread
+    ('pools', ('asyncio_', 'ThreadPoolExecutor'), ()),
     ('workers', ('napari-async-slicing',), ()),  # our slicing workers
     ('tensorstore', (), ('ts_',)),
     ('status', (), ('StatusChecker',)),  # napari's cursor status thread (a QThread)
@@ -243,16 +244,15 @@ _READER_GROUPS: tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...] = (
 
 
 def _threads_cpu() -> dict[str, float] | None:
-    """CPU seconds so far of the process's threads by group: ``gl`` (the software GL driver),
-    the ``_READER_GROUPS`` and ``main`` (Linux ``/proc``; else None). A thread that ended is in
-    none of them."""
+    """CPU seconds so far of the process's threads by group: ``gl`` (the software GL driver) and
+    the ``_READER_GROUPS`` (Linux ``/proc``; else None). The main thread, the rest and threads
+    that ended are in none of them."""
     python_names = {t.native_id: t.name for t in threading.enumerate()}
-    main_id = threading.main_thread().native_id
     try:
         tids = os.listdir('/proc/self/task')
     except OSError:
         return None
-    out = dict.fromkeys(('main', 'gl', *(g for g, _, _ in _READER_GROUPS)), 0.0)
+    out = dict.fromkeys(('gl', *(g for g, _, _ in _READER_GROUPS)), 0.0)
     for tid in tids:
         try:
             with open(f'/proc/self/task/{tid}/comm') as f:
@@ -261,9 +261,7 @@ def _threads_cpu() -> dict[str, float] | None:
                 cpu = int(f.read().split()[0]) / 1e9  # nanoseconds on a CPU
         except (OSError, IndexError, ValueError):  # the thread ended
             continue
-        if int(tid) == main_id:
-            group = 'main'
-        elif name.startswith(_GL_THREADS):
+        if name.startswith(_GL_THREADS):
             group = 'gl'
         else:
             python_name = python_names.get(int(tid), '')
