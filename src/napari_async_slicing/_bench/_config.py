@@ -54,23 +54,44 @@ _MAIN_THREAD: tuple[Metric, ...] = (
     Metric('paint_ms', 'reference: main-thread time spent painting', 'ms'),
 )
 
-#: The CPU outside the main thread and GL by thread (``_probe._READER_GROUPS``), whole scrub.
-_READER_CPU: tuple[tuple[str, str], ...] = (
-    ('reader_io_cpu_ms', "zarr's IO loop (HTTP, zarr's chunk pipeline, our read queue)"),
-    ('reader_pools_cpu_ms', "thread pools (zarr's decoding, dask's tasks, napari's slicing thread)"),
-    ('reader_workers_cpu_ms', 'our slicing workers'),
-    ('reader_tensorstore_cpu_ms', "tensorstore's threads"),
-    ('reader_status_cpu_ms', "napari's status checker"),
-    ('reader_other_cpu_ms', 'other threads, and threads that ended'),
+
+@dataclass(frozen=True)
+class ThreadGroup:
+    """Threads outside the main one and the GL driver's whose CPU the bench reports together
+    (``_probe.CpuSplit``), found by their Python or OS thread name prefixes."""
+
+    name: str
+    label: str
+    python_prefixes: tuple[str, ...] = ()
+    os_prefixes: tuple[str, ...] = ()
+
+    @property
+    def key(self) -> str:
+        return f'reader_{self.name}_cpu_ms'
+
+
+#: The CPU outside the main thread and GL by thread, whole scrub; ``other`` is the rest (Qt's
+#: threads, threads that ended).
+READER_GROUPS: tuple[ThreadGroup, ...] = (
+    ThreadGroup('io', "zarr's IO loop (HTTP, zarr's chunk pipeline, our read queue)", ('zarr_io',)),
+    ThreadGroup(
+        'pools',
+        "thread pools (zarr's decoding, dask's tasks, napari's slicing thread)",
+        ('asyncio_', 'ThreadPoolExecutor'),
+    ),
+    ThreadGroup('workers', 'our slicing workers', ('napari-async-slicing',)),
+    ThreadGroup('tensorstore', "tensorstore's threads", os_prefixes=('ts_',)),
+    ThreadGroup('status', "napari's status checker", os_prefixes=('StatusChecker',)),  # a QThread
+    ThreadGroup('other', 'other threads, and threads that ended'),
 )
-READER_CPU_KEYS: tuple[str, ...] = tuple(key for key, _ in _READER_CPU)
+READER_CPU_KEYS: tuple[str, ...] = tuple(group.key for group in READER_GROUPS)
 
 #: A scrub's CPU per plane shown, from the start of the scrub until its final plane is shown
 #: (``_probe.CpuSplit``): the whole process, and outside the main thread and the software GL
 #: rasterizer's threads (reads: IO loop, decoding, workers; Linux only).
 _PROCESS_CPU: tuple[Metric, ...] = (
     Metric('reader_cpu_ms', 'CPU outside the main thread and GL, whole scrub', 'ms'),
-    *(Metric(key, f'  of it: {label}', 'ms') for key, label in _READER_CPU),
+    *(Metric(group.key, f'  of it: {group.label}', 'ms') for group in READER_GROUPS),
     Metric('process_cpu_per_plane_ms', 'process CPU per plane shown', 'ms'),
     Metric('reader_cpu_per_plane_ms', 'CPU outside the main thread and GL per plane shown', 'ms'),
 )

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from napari_async_slicing._bench._config import READER_GROUPS
 from napari_async_slicing.testing import which_plane
 
 now = time.perf_counter
@@ -231,28 +232,20 @@ class Heartbeat:
 _GL_THREADS = ('llvmpipe', 'python:disk$', 'lp:')
 
 
-#: Groups of the threads outside the main one and the GL driver's, by name: (group, Python
-#: thread name prefixes, OS thread name prefixes). The rest is "other" (and threads that ended).
-_READER_GROUPS: tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...] = (
-    ('io', ('zarr_io',), ()),  # zarr's event loop: HTTP, zarr's chunk pipeline, our read queue
-    # zarr's decoding (to_thread), dask's tasks, napari's own slicing thread
-    ('pools', ('asyncio_', 'ThreadPoolExecutor'), ()),
-    ('workers', ('napari-async-slicing',), ()),  # our slicing workers
-    ('tensorstore', (), ('ts_',)),
-    ('status', (), ('StatusChecker',)),  # napari's cursor status thread (a QThread)
-)
+#: The groups found by name (``other`` is what is left of the readers' CPU).
+_NAMED_GROUPS = tuple(group for group in READER_GROUPS if group.name != 'other')
 
 
 def _threads_cpu() -> dict[str, float] | None:
     """CPU seconds so far of the process's threads by group: ``gl`` (the software GL driver) and
-    the ``_READER_GROUPS`` (Linux ``/proc``; else None). The main thread, the rest and threads
-    that ended are in none of them."""
+    the ``READER_GROUPS`` but ``other`` (Linux ``/proc``; else None). The main thread, the rest
+    and threads that ended are in none of them."""
     python_names = {t.native_id: t.name for t in threading.enumerate()}
     try:
         tids = os.listdir('/proc/self/task')
     except OSError:
         return None
-    out = dict.fromkeys(('gl', *(g for g, _, _ in _READER_GROUPS)), 0.0)
+    out = dict.fromkeys(('gl', *(group.name for group in _NAMED_GROUPS)), 0.0)
     for tid in tids:
         try:
             with open(f'/proc/self/task/{tid}/comm') as f:
@@ -266,7 +259,11 @@ def _threads_cpu() -> dict[str, float] | None:
         else:
             python_name = python_names.get(int(tid), '')
             group = next(
-                (g for g, py, os_ in _READER_GROUPS if python_name.startswith(py) or name.startswith(os_)),
+                (
+                    g.name
+                    for g in _NAMED_GROUPS
+                    if python_name.startswith(g.python_prefixes) or name.startswith(g.os_prefixes)
+                ),
                 'other',
             )
         if group != 'other':
@@ -289,7 +286,7 @@ def ready_wait() -> float:
 class CpuSplit:
     """The process's CPU over an interval, split: all threads, the main thread (call on it), and
     the software GL driver's threads; what is left is the reads' (IO loop, decoding, workers),
-    itself split by thread (``_READER_GROUPS``; the rest, ``other``, includes threads that ended)."""
+    itself split by thread (``READER_GROUPS``; the rest, ``other``, includes threads that ended)."""
 
     def __init__(self) -> None:
         self._start = self._sample()
@@ -299,19 +296,18 @@ class CpuSplit:
         return time.process_time(), time.thread_time(), _threads_cpu()
 
     def since(self) -> dict[str, float]:
-        """``{'process': s, 'reader': s, 'reader_<group>': s, ...}`` since this was made (the
+        """``{'process': s, 'reader': s, <group name>: s, ...}`` since this was made (the
         reader's figures are NaN without ``/proc``)."""
         end = self._sample()
         process = end[0] - self._start[0]
         main = end[1] - self._start[1]
         start, stop = self._start[2], end[2]
-        groups = [g for g, _, _ in _READER_GROUPS]
         if start is None or stop is None:
             nan = float('nan')
-            return {'process': process, 'reader': nan, **{f'reader_{g}': nan for g in (*groups, 'other')}}
+            return {'process': process, 'reader': nan, **{g.name: nan for g in READER_GROUPS}}
         reader = process - main - (stop['gl'] - start['gl'])
-        split = {f'reader_{g}': max(0.0, stop[g] - start[g]) for g in groups}
-        split['reader_other'] = max(0.0, reader - sum(split.values()))
+        split = {g.name: max(0.0, stop[g.name] - start[g.name]) for g in _NAMED_GROUPS}
+        split['other'] = max(0.0, reader - sum(split.values()))
         return {'process': process, 'reader': reader, **split}
 
 

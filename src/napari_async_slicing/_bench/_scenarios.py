@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from napari_async_slicing._bench._config import READER_CPU_KEYS, BenchSpec
+from napari_async_slicing._bench._config import READER_CPU_KEYS, READER_GROUPS, BenchSpec
 from napari_async_slicing._bench._probe import (
     CpuSplit,
     Heartbeat,
@@ -205,7 +205,7 @@ def _main_thread(ctx: Context, times: Scrub, t_end: float) -> dict[str, float]:
     return {
         'process_cpu_ms': split['process'] * 1000,
         'reader_cpu_ms': split['reader'] * 1000,
-        **{f'{key}_cpu_ms': value * 1000 for key, value in split.items() if key.startswith('reader_')},
+        **{group.key: split[group.name] * 1000 for group in READER_GROUPS},
         'max_gap_ex_paint_ms': gaps['max_gap_ms'],
         'stall_ex_paint_ms': gaps['stall_ms'],
         'gaps_over_8ms_ex_paint': gaps['gaps_over_8ms'],
